@@ -1,0 +1,3 @@
+//! Inputs: bytes from files, stdin, HTTP and pushers, turned into tracks and frames.
+
+pub mod mkv;

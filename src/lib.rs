@@ -1,0 +1,4 @@
+//! muxcast: a live media server. Data flows one way: ingest → media → mux → stream → server.
+
+pub mod ingest;
+pub mod media;
