@@ -2,3 +2,6 @@
 
 pub mod ingest;
 pub mod media;
+pub mod mux;
+pub mod server;
+pub mod stream;

@@ -1,3 +1,5 @@
 //! Inputs: bytes from files, stdin, HTTP and pushers, turned into tracks and frames.
 
+pub mod body;
 pub mod mkv;
+// pub mod source; (enabled once the demuxer lands)

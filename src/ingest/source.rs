@@ -1,0 +1,438 @@
+//! Reader threads: one per stream. Each reads its input, demuxes it, paces it when it is a
+//! file, and hands tracks and frames to its [`Publisher`]. Inputs that can come back
+//! (HTTP pull, pushers) keep the stream alive across their absences.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::body::BodyReader;
+use super::mkv::{DemuxError, DemuxEvent, DemuxLimits, MkvDemuxer};
+use crate::server::PushConn;
+use crate::server::http::{BodyFraming, MAX_HEADER_BYTES};
+use crate::stream::{InputState, Publisher};
+
+/// Bytes read from an input at a time.
+const READ_SIZE: usize = 64 * 1024;
+/// A pulled or pushed input that sends nothing for this long is considered gone.
+const INPUT_SILENCE: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What a stream reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A Matroska/WebM file played at real time.
+    File { path: PathBuf, looped: bool },
+    /// Matroska on standard input, not paced.
+    Stdin,
+    /// Pulled from an HTTP server; reconnects when the connection ends.
+    Http { url: String },
+    /// Fed by PUT/POST to /NAME/ingest.
+    Push,
+}
+
+impl Input {
+    pub fn parse(spec: &str, looped: bool) -> Input {
+        if spec == "-" {
+            Input::Stdin
+        } else if spec == "push" {
+            Input::Push
+        } else if spec.starts_with("http://") {
+            Input::Http {
+                url: spec.to_string(),
+            }
+        } else {
+            Input::File {
+                path: PathBuf::from(spec),
+                looped,
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Input::File { path, looped } => {
+                format!("{}{}", path.display(), if *looped { " (looped)" } else { "" })
+            }
+            Input::Stdin => "stdin".into(),
+            Input::Http { url } => url.clone(),
+            Input::Push => "push".into(),
+        }
+    }
+}
+
+/// Reader settings.
+#[derive(Clone, Debug)]
+pub struct ReaderOptions {
+    /// Files start this far "in the past", so the first viewers get a buffer at once.
+    pub prefill: Duration,
+    pub limits: DemuxLimits,
+}
+
+/// Why one pass over an input stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("{0}")]
+    Demux(#[from] DemuxError),
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Keeps a file's frames at real time: a frame is released when the wall clock reaches its
+/// place on the output timeline (minus the prefill).
+struct Pacer {
+    start: Instant,
+    first_pts: Option<i64>,
+    prefill_ns: i64,
+}
+
+impl Pacer {
+    fn new(prefill: Duration) -> Self {
+        Pacer {
+            start: Instant::now(),
+            first_pts: None,
+            prefill_ns: prefill.as_nanos().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    fn wait(&mut self, pts: i64) {
+        let first = *self.first_pts.get_or_insert(pts);
+        let due_ns = pts.saturating_sub(first).saturating_sub(self.prefill_ns);
+        if due_ns <= 0 {
+            return;
+        }
+        let due = self.start + Duration::from_nanos(due_ns as u64);
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+    }
+}
+
+/// Demuxes `reader` to the end (or the first error), publishing as it goes. Returns the
+/// number of frames published.
+fn pump(
+    reader: &mut dyn Read,
+    publisher: &mut Publisher,
+    mut pacer: Option<&mut Pacer>,
+    limits: &DemuxLimits,
+    label: &str,
+) -> Result<u64, PassError> {
+    let mut demux = MkvDemuxer::new(limits.clone());
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut frames = 0u64;
+    let mut eof = false;
+    loop {
+        let event = if eof {
+            demux.finish()?
+        } else {
+            demux.next_event()?
+        };
+        match event {
+            Some(DemuxEvent::Tracks(tracks)) => publisher.tracks(tracks),
+            Some(DemuxEvent::Frame(frame)) => {
+                if let Some(pts) = publisher.frame(frame) {
+                    frames += 1;
+                    if let Some(p) = pacer.as_deref_mut() {
+                        p.wait(pts);
+                    }
+                }
+            }
+            Some(DemuxEvent::Resync { skipped, reason }) => {
+                warn!("{label}: skipped {skipped} undecodable bytes ({reason}); resuming at the next keyframe");
+                publisher.resync();
+            }
+            None if eof => return Ok(frames),
+            None => match reader.read(&mut buf) {
+                Ok(0) => eof = true,
+                Ok(n) => demux.feed(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+}
+
+/// Runs a stream's input to its end. Returns Err with the reason when it failed for good.
+pub fn run_input(
+    input: Input,
+    mut publisher: Publisher,
+    options: ReaderOptions,
+    label: String,
+    pushers: Option<PushInbox>,
+) {
+    let result = match input {
+        Input::File { path, looped } => run_file(&path, looped, &mut publisher, &options, &label),
+        Input::Stdin => {
+            publisher.state(InputState::Starting);
+            let mut stdin = io::stdin().lock();
+            pump(&mut stdin, &mut publisher, None, &options.limits, &label)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Input::Http { url } => run_http(&url, &mut publisher, &options, &label),
+        Input::Push => match pushers {
+            Some(inbox) => {
+                run_push(inbox, &mut publisher, &options, &label);
+                Ok(())
+            }
+            None => Err("push input without a push slot".into()),
+        },
+    };
+    publisher.end(result.err());
+}
+
+fn run_file(
+    path: &PathBuf,
+    looped: bool,
+    publisher: &mut Publisher,
+    options: &ReaderOptions,
+    label: &str,
+) -> Result<(), String> {
+    publisher.state(InputState::Starting);
+    let mut pacer = Pacer::new(options.prefill);
+    let mut pass = 0u64;
+    loop {
+        let mut file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        if pass > 0 {
+            publisher.begin_segment();
+        }
+        let frames = pump(&mut file, publisher, Some(&mut pacer), &options.limits, label)
+            .map_err(|e| e.to_string())?;
+        if frames == 0 {
+            return Err(format!("{} holds no playable frames", path.display()));
+        }
+        if !looped {
+            return Ok(());
+        }
+        pass += 1;
+    }
+}
+
+/// Exponential backoff with jitter, 1 s to 30 s.
+struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        let seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+        Backoff {
+            next: BACKOFF_MIN,
+            seed: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+
+    fn delay(&mut self) -> Duration {
+        // xorshift: jitter only has to keep reconnecting clients apart.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = Duration::from_millis(self.seed % 250);
+        let d = self.next + jitter;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        d
+    }
+}
+
+fn run_http(url: &str, publisher: &mut Publisher, options: &ReaderOptions, label: &str) -> Result<(), String> {
+    let target = HttpTarget::parse(url)?;
+    let mut backoff = Backoff::new();
+    let mut first = true;
+    publisher.state(InputState::Starting);
+    loop {
+        let outcome = target.open().map_err(PassError::from).and_then(|mut body| {
+            if !first {
+                publisher.begin_segment();
+            }
+            first = false;
+            info!("{label}: connected to {url}");
+            pump(&mut body, publisher, None, &options.limits, label)
+        });
+        let why = match outcome {
+            Ok(frames) => {
+                if frames > 0 {
+                    backoff.reset();
+                }
+                "the server ended the stream".to_string()
+            }
+            Err(e) => e.to_string(),
+        };
+        let delay = backoff.delay();
+        warn!("{label}: {why}; reconnecting in {:.1} s", delay.as_secs_f64());
+        publisher.state(InputState::Reconnecting(why));
+        thread::sleep(delay);
+    }
+}
+
+/// An `http://host[:port]/path` URL.
+struct HttpTarget {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl HttpTarget {
+    fn parse(url: &str) -> Result<HttpTarget, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url}: only http:// URLs can be pulled"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(format!("{url}: credentials in pull URLs are not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{url}: bad port {p:?}"))?,
+            ),
+            _ => (authority, 80),
+        };
+        if host.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
+        Ok(HttpTarget {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    fn open(&self) -> io::Result<BodyReader<TcpStream>> {
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let mut socket = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => {
+                    socket = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut socket = socket.ok_or(last)?;
+        socket.set_read_timeout(Some(INPUT_SILENCE))?;
+        socket.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let host = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        write!(
+            socket,
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: muxcast/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            self.path,
+            env!("CARGO_PKG_VERSION")
+        )?;
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            }
+            head.extend_from_slice(&buf[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&head) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let code = resp.code.unwrap_or(0);
+                    if code != 200 {
+                        return Err(io::Error::other(format!("server answered {code} {}", resp.reason.unwrap_or(""))));
+                    }
+                    let mut framing = BodyFraming::None;
+                    for h in resp.headers.iter() {
+                        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+                        if h.name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                            framing = BodyFraming::Chunked;
+                        } else if h.name.eq_ignore_ascii_case("content-length") && framing == BodyFraming::None {
+                            let n = v.parse().map_err(|_| io::Error::other(format!("bad Content-Length {v:?}")))?;
+                            framing = BodyFraming::Length(n);
+                        }
+                    }
+                    let leftover = head[len..].to_vec();
+                    return Ok(BodyReader::new(socket, leftover, framing, true));
+                }
+                Ok(httparse::Status::Partial) if head.len() > MAX_HEADER_BYTES => {
+                    return Err(io::Error::other("response head too large"));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(io::Error::other(format!("malformed response: {e}"))),
+            }
+        }
+    }
+}
+
+/// Where a push stream's reader thread receives its pushers.
+pub struct PushInbox {
+    pub rx: Receiver<PushConn>,
+    /// Cleared when a pusher leaves, so the next one is accepted.
+    pub active: Arc<AtomicBool>,
+}
+
+fn run_push(inbox: PushInbox, publisher: &mut Publisher, options: &ReaderOptions, label: &str) {
+    publisher.state(InputState::WaitingForPusher);
+    let mut pushes = 0u64;
+    while let Ok(conn) = inbox.rx.recv() {
+        let PushConn {
+            mut socket,
+            leftover,
+            framing,
+            expect_continue,
+        } = conn;
+        let peer = socket
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        info!("{label}: pusher {peer} connected");
+        let _ = socket.set_read_timeout(Some(INPUT_SILENCE));
+        let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
+        if expect_continue {
+            let _ = socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        if pushes > 0 {
+            publisher.begin_segment();
+        }
+        pushes += 1;
+        let reply_to = socket.try_clone();
+        let mut body = BodyReader::new(socket, leftover, framing, framing == BodyFraming::None);
+        let result = pump(&mut body, publisher, None, &options.limits, label);
+        let reply: &[u8] = match &result {
+            Ok(_) => {
+                info!("{label}: pusher {peer} finished");
+                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+            }
+            Err(e) => {
+                warn!("{label}: pusher {peer}: {e}");
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            }
+        };
+        if let Ok(mut s) = reply_to {
+            let _ = s.write_all(reply);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        publisher.state(InputState::WaitingForPusher);
+        inbox.active.store(false, Ordering::SeqCst);
+    }
+}

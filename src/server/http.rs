@@ -1,0 +1,312 @@
+//! HTTP/1.1 request parsing (with `httparse`) and routing: pure functions of bytes, so they
+//! are tested and fuzzed without sockets.
+
+/// Requests whose header block grows past this get 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Put,
+    Post,
+    Other,
+}
+
+/// How a request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// The decoded path, without the query.
+    pub path: String,
+    pub query: String,
+    /// Bytes of the request line and headers (the body starts after them).
+    pub header_len: usize,
+    pub keep_alive: bool,
+    pub body: BodyFraming,
+    pub expect_continue: bool,
+}
+
+/// Why a request could not be parsed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request header block larger than {MAX_HEADER_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Parses a request head from `buf`. `Ok(None)`: incomplete, read more.
+pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(ParseError::TooLarge),
+        Err(e) => return Err(ParseError::Malformed(e.to_string())),
+    };
+    let header_len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial if buf.len() > MAX_HEADER_BYTES => {
+            return Err(ParseError::TooLarge);
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    if header_len > MAX_HEADER_BYTES {
+        return Err(ParseError::TooLarge);
+    }
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        "PUT" => Method::Put,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let target = req.path.unwrap_or("");
+    let version = req.version.unwrap_or(0);
+    let mut keep_alive = version >= 1;
+    let mut body = BodyFraming::None;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| ParseError::Malformed(format!("header {} is not text", h.name)))?
+            .trim();
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .parse::<u64>()
+                .map_err(|_| ParseError::Malformed(format!("bad Content-Length {value:?}")))?;
+            if body == BodyFraming::Chunked {
+                return Err(ParseError::Malformed(
+                    "both Content-Length and chunked".into(),
+                ));
+            }
+            if matches!(body, BodyFraming::Length(m) if m != n) {
+                return Err(ParseError::Malformed("conflicting Content-Length".into()));
+            }
+            body = BodyFraming::Length(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value
+                .rsplit(',')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+            {
+                return Err(ParseError::Malformed(format!(
+                    "unsupported Transfer-Encoding {value:?}"
+                )));
+            }
+            if matches!(body, BodyFraming::Length(_)) {
+                return Err(ParseError::Malformed(
+                    "both Content-Length and chunked".into(),
+                ));
+            }
+            body = BodyFraming::Chunked;
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    // An undecodable path is not an error of the request: it simply names nothing (404).
+    let path = percent_decode(raw_path).unwrap_or_default();
+    Ok(Some(Request {
+        method,
+        path,
+        query: query.to_string(),
+        header_len,
+        keep_alive,
+        body,
+        expect_continue,
+    }))
+}
+
+/// Decodes %XX escapes; None for bad escapes, non-UTF-8 results or NUL bytes.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What a stream name may look like: no separators, no dot-segments.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// What a path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Status,
+    LiveMkv { stream: String, webm: bool },
+    Ingest { stream: String },
+    NotFound,
+}
+
+/// Routes a decoded path. Anything that is not exactly one of ours is NotFound: there is
+/// no file system behind these paths, so `..` or encoded tricks can only miss.
+pub fn route(path: &str) -> Route {
+    if path == "/status.json" {
+        return Route::Status;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Route::NotFound;
+    };
+    let Some((name, leaf)) = rest.split_once('/') else {
+        return Route::NotFound;
+    };
+    if !valid_stream_name(name) {
+        return Route::NotFound;
+    }
+    let stream = name.to_string();
+    match leaf {
+        "live.mkv" | "mkv" => Route::LiveMkv {
+            stream,
+            webm: false,
+        },
+        "live.webm" | "webm" => Route::LiveMkv { stream, webm: true },
+        "ingest" => Route::Ingest { stream },
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_get_with_keep_alive_defaults() {
+        let r = parse_request(b"GET /live/live.mkv?x=1 HTTP/1.1\r\nHost: a\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.path, "/live/live.mkv");
+        assert_eq!(r.query, "x=1");
+        assert!(r.keep_alive);
+        assert_eq!(r.header_len, 44);
+        let r = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!r.keep_alive);
+    }
+
+    #[test]
+    fn incomplete_then_too_large() {
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEADER_BYTES + 10, b'a');
+        assert_eq!(parse_request(&big), Err(ParseError::TooLarge));
+    }
+
+    #[test]
+    fn malformed_requests_are_errors() {
+        assert!(matches!(
+            parse_request(b"\x00\x01garbage\r\n\r\n"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(b"PUT /a/ingest HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(ParseError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn body_framing() {
+        let r = parse_request(
+            b"PUT /a/ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.body, BodyFraming::Chunked);
+        assert!(r.expect_continue);
+        let r = parse_request(b"POST /a/ingest HTTP/1.1\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.body, BodyFraming::Length(12));
+    }
+
+    #[test]
+    fn routes_and_path_tricks() {
+        assert_eq!(route("/status.json"), Route::Status);
+        assert_eq!(
+            route("/cam1/live.mkv"),
+            Route::LiveMkv {
+                stream: "cam1".into(),
+                webm: false
+            }
+        );
+        assert_eq!(
+            route("/cam1/mkv"),
+            Route::LiveMkv {
+                stream: "cam1".into(),
+                webm: false
+            }
+        );
+        assert_eq!(
+            route("/cam1/live.webm"),
+            Route::LiveMkv {
+                stream: "cam1".into(),
+                webm: true
+            }
+        );
+        for bad in [
+            "/../etc/passwd",
+            "/../live.mkv",
+            "/./live.mkv",
+            "/a/b/live.mkv",
+            "/a/../a/live.mkv",
+            "//live.mkv",
+            "live/live.mkv",
+            "/a\\b/live.mkv",
+        ] {
+            assert_eq!(route(bad), Route::NotFound, "{bad}");
+        }
+        let r = parse_request(b"GET /%2e%2e/live.mkv HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(route(&r.path), Route::NotFound);
+        let r = parse_request(b"GET /a%2f..%2fb/live.mkv HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(route(&r.path), Route::NotFound);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%00"), None);
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+    }
+}

@@ -1,0 +1,922 @@
+//! The mio event loop: accepts clients, parses requests, routes, and writes live and finite
+//! responses without blocking. Reader threads reach it only through the update channel
+//! and its waker.
+
+pub mod http;
+pub mod response;
+mod status;
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::stream::live::{Gop, LiveLog, Next, WindowOptions};
+use crate::stream::{InputState, LoopNotify, Update};
+use http::{BodyFraming, Method, Request, Route};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Slices per writev: enough to batch a GOP's worth of small frames, well under IOV_MAX.
+const MAX_IOVECS: usize = 64;
+/// Bytes read per read call while receiving a request head.
+const READ_CHUNK: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub max_clients: usize,
+    /// A client that takes nothing of what it is sent for this long is closed.
+    pub client_timeout: Duration,
+    /// A request head must be complete within this (also the keep-alive idle limit).
+    pub header_timeout: Duration,
+    pub keep_running: bool,
+    pub window: WindowOptions,
+    /// Install SIGINT/SIGTERM handlers (the binary does; tests use [`ShutdownHandle`]).
+    pub handle_signals: bool,
+}
+
+/// A connection handed to a push stream's reader thread: the socket (blocking again) and
+/// what was already read past the request head.
+pub struct PushConn {
+    pub socket: std::net::TcpStream,
+    pub leftover: Vec<u8>,
+    pub framing: BodyFraming,
+    pub expect_continue: bool,
+}
+
+/// How the event loop hands pushers to a push stream.
+#[derive(Clone)]
+pub struct PushSlot {
+    pub tx: Sender<PushConn>,
+    /// True while a pusher is connected: a second one gets 409. The loop sets it, the
+    /// reader thread clears it when its pusher leaves.
+    pub active: Arc<AtomicBool>,
+}
+
+/// Stops a running server from another thread (tests, embedding).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Counters the event loop keeps per stream.
+#[derive(Debug, Default)]
+struct StreamStats {
+    bytes_sent: u64,
+    gops_skipped: u64,
+    clients_total: u64,
+    bytes_in: u64,
+    rate_started: Option<Instant>,
+    rate_bytes: u64,
+    bitrate_bps: u64,
+}
+
+struct StreamSlot {
+    name: String,
+    input: String,
+    state: InputState,
+    error: Option<String>,
+    log: LiveLog,
+    subscribers: Vec<Token>,
+    push: Option<PushSlot>,
+    stats: StreamStats,
+    live_since: Option<Instant>,
+    over: bool,
+}
+
+struct LiveCursor {
+    stream: usize,
+    generation: u64,
+    webm: bool,
+    /// Whether the response head and Matroska header were queued yet (a client that
+    /// arrives before the stream has tracks waits for them).
+    started: bool,
+    gop: Option<Rc<Gop>>,
+    chunk: usize,
+    offset: usize,
+    /// Stop at the next chunk boundary (shutdown).
+    finishing: bool,
+}
+
+enum Phase {
+    Request,
+    /// Writing a finite response; afterwards read the next request or close.
+    Response {
+        keep_alive: bool,
+    },
+    Live(LiveCursor),
+}
+
+struct Conn {
+    socket: TcpStream,
+    inbuf: Vec<u8>,
+    out: VecDeque<Bytes>,
+    out_offset: usize,
+    phase: Phase,
+    /// When the current request head began (header timeout, keep-alive idle).
+    request_started: Instant,
+    /// Set when a write hit WouldBlock with data pending; cleared by any progress.
+    blocked_since: Option<Instant>,
+    close_when_flushed: bool,
+}
+
+enum Flow {
+    Open,
+    Close,
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    tx: Sender<(usize, Update)>,
+    rx: Receiver<(usize, Update)>,
+    conns: Slab<Conn>,
+    streams: Vec<StreamSlot>,
+    options: ServerOptions,
+    shutdown: Arc<AtomicBool>,
+    shutting_down: Option<Instant>,
+    accept_paused_until: Option<Instant>,
+    started: Instant,
+}
+
+impl Server {
+    pub fn bind(options: ServerOptions) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(options.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = channel();
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            waker,
+            tx,
+            rx,
+            conns: Slab::new(),
+            streams: Vec::new(),
+            options,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            shutting_down: None,
+            accept_paused_until: None,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Declares a stream; returns its id for the reader thread's [`crate::stream::Publisher`].
+    pub fn add_stream(&mut self, name: &str, input: &str, push: Option<PushSlot>) -> usize {
+        self.streams.push(StreamSlot {
+            name: name.to_string(),
+            input: input.to_string(),
+            state: InputState::Starting,
+            error: None,
+            log: LiveLog::new(self.options.window.clone()),
+            subscribers: Vec::new(),
+            push,
+            stats: StreamStats::default(),
+            live_since: None,
+            over: false,
+        });
+        self.streams.len() - 1
+    }
+
+    pub fn notifier(&self) -> LoopNotify {
+        LoopNotify {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs until every stream has ended (unless `keep_running`) or a shutdown was asked
+    /// for. Returns whether every stream ended without failing.
+    pub fn run(mut self) -> io::Result<bool> {
+        let mut signals = if self.options.handle_signals {
+            let mut s = signal_hook_mio::v1_0::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])?;
+            self.poll
+                .registry()
+                .register(&mut s, SIGNALS, Interest::READABLE)?;
+            Some(s)
+        } else {
+            None
+        };
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            let timeout = if self.shutting_down.is_some() {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_millis(500)
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(s) = &mut signals {
+                            for sig in s.pending() {
+                                info!("signal {sig}: shutting down");
+                                self.shutdown.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    token => self.conn_event(token, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.drain_updates();
+            if self.shutdown.load(Ordering::SeqCst) && self.shutting_down.is_none() {
+                self.begin_shutdown();
+            }
+            let now = Instant::now();
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept();
+            }
+            if now.duration_since(last_sweep) >= Duration::from_millis(250) {
+                last_sweep = now;
+                self.sweep(now);
+            }
+            if let Some(since) = self.shutting_down {
+                let live = self
+                    .conns
+                    .iter()
+                    .any(|(_, c)| matches!(c.phase, Phase::Live(_)));
+                if !live || since.elapsed() > Duration::from_secs(2) {
+                    return Ok(true);
+                }
+            }
+            if !self.options.keep_running
+                && !self.streams.is_empty()
+                && self.streams.iter().all(|s| s.over)
+                && !self
+                    .conns
+                    .iter()
+                    .any(|(_, c)| matches!(c.phase, Phase::Live(_)))
+            {
+                let failed = self.streams.iter().any(|s| s.error.is_some());
+                info!("every stream has ended; exiting");
+                return Ok(!failed);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = Some(Instant::now());
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let tokens: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in tokens {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match &mut conn.phase {
+                Phase::Live(cursor) => {
+                    cursor.finishing = true;
+                    conn.close_when_flushed = true;
+                }
+                Phase::Request => {
+                    self.close(Token(key));
+                    continue;
+                }
+                Phase::Response { .. } => conn.close_when_flushed = true,
+            }
+            self.flush(Token(key));
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut socket, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or similar: the pending
+                    // connections stay in the backlog; try again shortly.
+                    warn!("accept failed: {e}; pausing accepts for 100 ms");
+                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                    return;
+                }
+            };
+            if self.conns.len() >= self.options.max_clients {
+                let msg = response::finite(
+                    503,
+                    "text/plain; charset=utf-8",
+                    b"503 Service Unavailable: too many clients\n",
+                    false,
+                    false,
+                    "Retry-After: 5\r\n",
+                );
+                // Best effort on a fresh socket: the kernel buffer takes this at once.
+                let _ = socket.write(&msg);
+                debug!("{peer}: refused, {} clients connected", self.conns.len());
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let token = Token(entry.key());
+            if let Err(e) = self.poll.registry().register(
+                &mut socket,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("{peer}: cannot register: {e}");
+                continue;
+            }
+            entry.insert(Conn {
+                socket,
+                inbuf: Vec::new(),
+                out: VecDeque::new(),
+                out_offset: 0,
+                phase: Phase::Request,
+                request_started: Instant::now(),
+                blocked_since: None,
+                close_when_flushed: false,
+            });
+        }
+    }
+
+    fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if writable {
+            if let Some(c) = self.conns.get_mut(token.0) {
+                c.blocked_since = None;
+            }
+            if let Flow::Close = self.flush(token) {
+                self.close(token);
+                return;
+            }
+        }
+        if readable && let Flow::Close = self.read(token) {
+            self.close(token);
+        }
+    }
+
+    /// Reads what the client sent: a request head, or (while streaming to it) anything,
+    /// which is discarded, so a client that hangs up is noticed.
+    fn read(&mut self, token: Token) -> Flow {
+        loop {
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                return Flow::Open;
+            };
+            let reading_request = matches!(conn.phase, Phase::Request);
+            let mut buf = [0u8; READ_CHUNK];
+            match conn.socket.read(&mut buf) {
+                Ok(0) => return Flow::Close,
+                Ok(n) => {
+                    if reading_request || !matches!(conn.phase, Phase::Live(_)) {
+                        conn.inbuf.extend_from_slice(&buf[..n]);
+                    }
+                    if reading_request {
+                        match self.try_request(token) {
+                            Flow::Close => return Flow::Close,
+                            Flow::Open => {}
+                        }
+                    } else if conn.inbuf.len() > http::MAX_HEADER_BYTES * 2 {
+                        // A pipelining client that never lets us answer: stop buffering.
+                        return Flow::Close;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Flow::Close,
+            }
+        }
+    }
+
+    /// Parses and answers a complete request head in `inbuf`, if there is one.
+    fn try_request(&mut self, token: Token) -> Flow {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return Flow::Open;
+        };
+        if !matches!(conn.phase, Phase::Request) || conn.inbuf.is_empty() {
+            return Flow::Open;
+        }
+        let req = match http::parse_request(&conn.inbuf) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Flow::Open,
+            Err(e) => {
+                let status = match e {
+                    http::ParseError::TooLarge => 431,
+                    http::ParseError::Malformed(_) => 400,
+                };
+                debug!("bad request: {e}");
+                conn.inbuf.clear();
+                self.respond(
+                    token,
+                    response::error(status, &e.to_string(), false, false),
+                    false,
+                );
+                return self.flush(token);
+            }
+        };
+        self.handle(token, req)
+    }
+
+    fn respond(&mut self, token: Token, bytes: Bytes, keep_alive: bool) {
+        if let Some(conn) = self.conns.get_mut(token.0) {
+            conn.out.push_back(bytes);
+            conn.phase = Phase::Response { keep_alive };
+            if !keep_alive {
+                conn.close_when_flushed = true;
+            }
+        }
+    }
+
+    fn handle(&mut self, token: Token, req: Request) -> Flow {
+        let head_only = req.method == Method::Head;
+        let route = http::route(&req.path);
+        let body_follows = !matches!(req.body, BodyFraming::None | BodyFraming::Length(0));
+        let keep_alive = req.keep_alive && !body_follows && self.shutting_down.is_none();
+        let is_ingest = matches!(route, Route::Ingest { .. });
+        if let Some(conn) = self.conns.get_mut(token.0) {
+            if is_ingest {
+                // The body belongs to the pusher hand-off; keep it in inbuf for now.
+            } else {
+                conn.inbuf.drain(..req.header_len.min(conn.inbuf.len()));
+            }
+        }
+        let allowed = if is_ingest {
+            matches!(req.method, Method::Put | Method::Post | Method::Options)
+        } else {
+            matches!(req.method, Method::Get | Method::Head | Method::Options)
+        };
+        if route == Route::NotFound {
+            let r = response::error(
+                404,
+                &format!("no such resource {}", req.path),
+                keep_alive,
+                head_only,
+            );
+            self.respond(token, r, keep_alive);
+            return self.flush(token);
+        }
+        if !allowed {
+            let r = response::error(405, "method not allowed here", keep_alive, head_only);
+            self.respond(token, r, keep_alive);
+            return self.flush(token);
+        }
+        if req.method == Method::Options {
+            self.respond(token, response::options(keep_alive), keep_alive);
+            return self.flush(token);
+        }
+        match route {
+            Route::Status => {
+                let body = status::render(&self.streams, self.started, self.conns.len());
+                let r = response::finite(
+                    200,
+                    "application/json",
+                    body.as_bytes(),
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+                self.respond(token, r, keep_alive);
+                self.flush(token)
+            }
+            Route::LiveMkv { stream, webm } => self.start_live(token, &stream, webm, head_only),
+            Route::Ingest { stream } => self.start_ingest(token, &stream, &req),
+            Route::NotFound => Flow::Close,
+        }
+    }
+
+    fn find_stream(&self, name: &str) -> Option<usize> {
+        self.streams.iter().position(|s| s.name == name)
+    }
+
+    fn start_live(&mut self, token: Token, name: &str, webm: bool, head_only: bool) -> Flow {
+        let Some(id) = self.find_stream(name) else {
+            let r = response::error(404, &format!("no stream named {name:?}"), false, head_only);
+            self.respond(token, r, false);
+            return self.flush(token);
+        };
+        let slot = &self.streams[id];
+        if slot.over {
+            let why = slot.error.as_deref().unwrap_or("the input has ended");
+            let r = response::error(
+                404,
+                &format!("stream {name:?} is over: {why}"),
+                false,
+                head_only,
+            );
+            self.respond(token, r, false);
+            return self.flush(token);
+        }
+        if head_only {
+            let ct = if webm {
+                "video/webm"
+            } else {
+                "video/x-matroska"
+            };
+            self.respond(token, response::live_head(ct), false);
+            return self.flush(token);
+        }
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return Flow::Open;
+        };
+        conn.phase = Phase::Live(LiveCursor {
+            stream: id,
+            generation: 0,
+            webm,
+            started: false,
+            gop: None,
+            chunk: 0,
+            offset: 0,
+            finishing: false,
+        });
+        conn.close_when_flushed = true;
+        let slot = &mut self.streams[id];
+        slot.subscribers.push(token);
+        slot.stats.clients_total += 1;
+        self.flush(token)
+    }
+
+    fn start_ingest(&mut self, token: Token, name: &str, req: &Request) -> Flow {
+        let push = self
+            .find_stream(name)
+            .and_then(|id| self.streams[id].push.clone());
+        let Some(push) = push else {
+            let r = response::error(404, &format!("no push stream named {name:?}"), false, false);
+            self.respond(token, r, false);
+            return self.flush(token);
+        };
+        if push.active.swap(true, Ordering::SeqCst) {
+            let r = response::error(
+                409,
+                &format!("stream {name:?} already has a pusher"),
+                false,
+                false,
+            );
+            self.respond(token, r, false);
+            return self.flush(token);
+        }
+        let Some(mut conn) = self.conns.try_remove(token.0) else {
+            return Flow::Open;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let leftover = conn.inbuf.split_off(req.header_len.min(conn.inbuf.len()));
+        let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(conn.socket));
+        if let Err(e) = socket.set_nonblocking(false) {
+            warn!("stream {name}: cannot take pusher: {e}");
+            push.active.store(false, Ordering::SeqCst);
+            return Flow::Open;
+        }
+        let handoff = PushConn {
+            socket,
+            leftover,
+            framing: req.body,
+            expect_continue: req.expect_continue,
+        };
+        if push.tx.send(handoff).is_err() {
+            push.active.store(false, Ordering::SeqCst);
+        }
+        // The connection left the loop: nothing more to do with this token.
+        Flow::Open
+    }
+
+    /// Writes what is pending until the socket would block or there is nothing more.
+    fn flush(&mut self, token: Token) -> Flow {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return Flow::Open;
+        };
+        loop {
+            if !conn.out.is_empty() {
+                let slices: Vec<IoSlice> = conn
+                    .out
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .enumerate()
+                    .map(|(i, b)| IoSlice::new(if i == 0 { &b[conn.out_offset..] } else { b }))
+                    .collect();
+                match conn.socket.write_vectored(&slices) {
+                    Ok(0) => return Flow::Close,
+                    Ok(n) => {
+                        conn.blocked_since = None;
+                        if let Phase::Live(c) = &conn.phase {
+                            self.streams[c.stream].stats.bytes_sent += n as u64;
+                        }
+                        advance_queue(&mut conn.out, &mut conn.out_offset, n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        conn.blocked_since.get_or_insert_with(Instant::now);
+                        return Flow::Open;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Flow::Close,
+                }
+            }
+            match &mut conn.phase {
+                Phase::Request => return Flow::Open,
+                Phase::Response { keep_alive } => {
+                    if !*keep_alive || conn.close_when_flushed && self.shutting_down.is_some() {
+                        return Flow::Close;
+                    }
+                    conn.phase = Phase::Request;
+                    conn.close_when_flushed = false;
+                    conn.request_started = Instant::now();
+                    // A pipelined request may already be waiting.
+                    if conn.inbuf.is_empty() {
+                        return Flow::Open;
+                    }
+                    return self.try_request(token);
+                }
+                Phase::Live(cursor) => {
+                    let slot = &mut self.streams[cursor.stream];
+                    match live_step(cursor, slot, &mut conn.out) {
+                        LiveStep::Queued => continue,
+                        LiveStep::Write => {}
+                        LiveStep::Wait => return Flow::Open,
+                        LiveStep::End => return Flow::Close,
+                    }
+                    let Some(gop) = cursor.gop.clone() else {
+                        return Flow::Open;
+                    };
+                    let result = gop.with_chunks(cursor.chunk, |chunks| {
+                        let take = if cursor.finishing { 1 } else { MAX_IOVECS };
+                        let slices: Vec<IoSlice> = chunks
+                            .iter()
+                            .take(take)
+                            .enumerate()
+                            .map(|(i, b)| {
+                                IoSlice::new(if i == 0 { &b[cursor.offset..] } else { b })
+                            })
+                            .collect();
+                        conn.socket.write_vectored(&slices).inspect(|&n| {
+                            // Advance the cursor over whole and partial chunks.
+                            let mut left = n;
+                            for b in chunks.iter() {
+                                let remaining = b.len() - cursor.offset;
+                                if left >= remaining {
+                                    left -= remaining;
+                                    cursor.chunk += 1;
+                                    cursor.offset = 0;
+                                } else {
+                                    cursor.offset += left;
+                                    break;
+                                }
+                            }
+                        })
+                    });
+                    match result {
+                        Ok(0) => return Flow::Close,
+                        Ok(n) => {
+                            conn.blocked_since = None;
+                            slot.stats.bytes_sent += n as u64;
+                            if cursor.finishing && cursor.offset == 0 {
+                                return Flow::Close;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            conn.blocked_since.get_or_insert_with(Instant::now);
+                            return Flow::Open;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Flow::Close,
+                    }
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        let Some(mut conn) = self.conns.try_remove(token.0) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        if let Phase::Live(c) = &conn.phase
+            && let Some(slot) = self.streams.get_mut(c.stream)
+            && let Some(pos) = slot.subscribers.iter().position(|t| *t == token)
+        {
+            slot.subscribers.swap_remove(pos);
+        }
+    }
+
+    fn drain_updates(&mut self) {
+        let mut touched: Vec<usize> = Vec::new();
+        loop {
+            let (id, update) = match self.rx.try_recv() {
+                Ok(x) => x,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            };
+            let Some(slot) = self.streams.get_mut(id) else {
+                continue;
+            };
+            match update {
+                Update::State(state) => {
+                    if state == InputState::Live && slot.live_since.is_none() {
+                        slot.live_since = Some(Instant::now());
+                    }
+                    slot.state = state;
+                }
+                Update::Headers(h) => slot.log.set_headers(h),
+                Update::Chunk {
+                    bytes,
+                    starts_gop,
+                    pts_ns,
+                } => {
+                    let now = Instant::now();
+                    let stats = &mut slot.stats;
+                    stats.bytes_in += bytes.len() as u64;
+                    stats.rate_bytes += bytes.len() as u64;
+                    let started = *stats.rate_started.get_or_insert(now);
+                    let elapsed = now.duration_since(started);
+                    if elapsed >= Duration::from_secs(5) {
+                        stats.bitrate_bps =
+                            (stats.rate_bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+                        stats.rate_bytes = 0;
+                        stats.rate_started = Some(now);
+                    }
+                    slot.log.push(bytes, starts_gop, pts_ns);
+                }
+                Update::End { error } => {
+                    match &error {
+                        Some(e) => warn!("stream {}: input {} failed: {e}", slot.name, slot.input),
+                        None => info!("stream {}: input {} ended", slot.name, slot.input),
+                    }
+                    slot.error = error;
+                    slot.over = true;
+                    slot.log.end();
+                }
+            }
+            if !touched.contains(&id) {
+                touched.push(id);
+            }
+        }
+        for id in touched {
+            let subs = self.streams[id].subscribers.clone();
+            for token in subs {
+                let blocked = self
+                    .conns
+                    .get(token.0)
+                    .is_none_or(|c| c.blocked_since.is_some());
+                if !blocked && let Flow::Close = self.flush(token) {
+                    self.close(token);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            let timed_out = match conn.phase {
+                Phase::Request => {
+                    now.duration_since(conn.request_started) > self.options.header_timeout
+                }
+                _ => conn
+                    .blocked_since
+                    .is_some_and(|t| now.duration_since(t) > self.options.client_timeout),
+            };
+            if timed_out {
+                expired.push(Token(key));
+            }
+        }
+        for token in expired {
+            debug!("closing connection {}: timed out", token.0);
+            self.close(token);
+        }
+    }
+}
+
+fn advance_queue(queue: &mut VecDeque<Bytes>, offset: &mut usize, mut n: usize) {
+    while n > 0 {
+        let Some(front) = queue.front() else { return };
+        let remaining = front.len() - *offset;
+        if n >= remaining {
+            n -= remaining;
+            queue.pop_front();
+            *offset = 0;
+        } else {
+            *offset += n;
+            n = 0;
+        }
+    }
+}
+
+enum LiveStep {
+    /// Something (head, header) was queued in `out`.
+    Queued,
+    /// The cursor has chunks to write.
+    Write,
+    Wait,
+    End,
+}
+
+/// Decides what a live client sends next: its response head and Matroska header once the
+/// stream has tracks, then the chunks of its GOP, then the next GOP the log gives it.
+fn live_step(
+    cursor: &mut LiveCursor,
+    slot: &mut StreamSlot,
+    out: &mut VecDeque<Bytes>,
+) -> LiveStep {
+    if !cursor.started {
+        let Some(headers) = &slot.log.headers else {
+            return if slot.over {
+                LiveStep::End
+            } else {
+                LiveStep::Wait
+            };
+        };
+        let Some(gop) = slot.log.start_gop() else {
+            return if slot.over {
+                LiveStep::End
+            } else {
+                LiveStep::Wait
+            };
+        };
+        if cursor.webm {
+            match &headers.webm {
+                Some(h) => {
+                    out.push_back(response::live_head("video/webm"));
+                    out.push_back(h.clone());
+                }
+                None => {
+                    let codecs: Vec<&str> = headers.tracks.iter().map(|t| t.codec.name()).collect();
+                    let msg = format!(
+                        "stream {:?} is not WebM (codecs: {}); use live.mkv",
+                        slot.name,
+                        codecs.join(", ")
+                    );
+                    out.push_back(response::error(404, &msg, false, false));
+                    cursor.started = true;
+                    cursor.finishing = true;
+                    return LiveStep::Queued;
+                }
+            }
+        } else {
+            out.push_back(response::live_head("video/x-matroska"));
+            out.push_back(headers.mkv.clone());
+        }
+        cursor.started = true;
+        cursor.generation = gop.generation;
+        cursor.gop = Some(gop);
+        return LiveStep::Queued;
+    }
+    if cursor.finishing && cursor.offset == 0 {
+        return LiveStep::End;
+    }
+    let Some(gop) = cursor.gop.clone() else {
+        return LiveStep::End;
+    };
+    if cursor.chunk < gop.len() {
+        return LiveStep::Write;
+    }
+    match slot.log.next_after(&gop) {
+        Next::Gop { gop, skipped } => {
+            slot.stats.gops_skipped += skipped;
+            cursor.gop = Some(gop);
+            cursor.chunk = 0;
+            cursor.offset = 0;
+            LiveStep::Write
+        }
+        Next::Wait => LiveStep::Wait,
+        Next::End => LiveStep::End,
+    }
+}

@@ -1,0 +1,78 @@
+//! `GET /status.json`: what each stream is doing and who watches it.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::StreamSlot;
+use crate::media::TrackKind;
+
+pub(super) fn render(streams: &[StreamSlot], started: Instant, connections: usize) -> String {
+    let list: Vec<Value> = streams.iter().map(stream_json).collect();
+    let doc = json!({
+        "server": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": started.elapsed().as_secs(),
+            "connections": connections,
+        },
+        "streams": list,
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
+    s.push('\n');
+    s
+}
+
+fn stream_json(s: &StreamSlot) -> Value {
+    let tracks: Vec<Value> = s
+        .log
+        .headers
+        .as_ref()
+        .map(|h| {
+            h.tracks
+                .iter()
+                .map(|t| match t.kind() {
+                    TrackKind::Video => json!({
+                        "kind": "video",
+                        "codec": t.codec.name(),
+                        "codec_id": t.codec_id,
+                        "width": t.video.as_ref().map(|v| v.width),
+                        "height": t.video.as_ref().map(|v| v.height),
+                    }),
+                    TrackKind::Audio => json!({
+                        "kind": "audio",
+                        "codec": t.codec.name(),
+                        "codec_id": t.codec_id,
+                        "sample_rate": t.audio.as_ref().map(|a| a.sample_rate),
+                        "channels": t.audio.as_ref().map(|a| a.channels),
+                    }),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let state = if s.over {
+        if s.error.is_some() { "failed" } else { "ended" }
+    } else {
+        s.state.label()
+    };
+    let detail = match (&s.error, &s.state) {
+        (Some(e), _) => Some(e.clone()),
+        (None, crate::stream::InputState::Reconnecting(why)) => Some(why.clone()),
+        _ => None,
+    };
+    json!({
+        "name": s.name,
+        "input": s.input,
+        "state": state,
+        "detail": detail,
+        "tracks": tracks,
+        "bitrate_bps": s.stats.bitrate_bps,
+        "bytes_in": s.stats.bytes_in,
+        "gops_held": s.log.gops_held(),
+        "window_bytes": s.log.window_bytes(),
+        "uptime_s": s.live_since.map(|t| t.elapsed().as_secs()),
+        "clients": s.subscribers.len(),
+        "clients_total": s.stats.clients_total,
+        "bytes_sent": s.stats.bytes_sent,
+        "gops_skipped": s.stats.gops_skipped,
+    })
+}

@@ -1,0 +1,316 @@
+//! The event loop's side of a stream: the live-MKV log of GOPs, read by client cursors.
+//!
+//! The log is a window of GOPs, each a growing list of refcounted chunks (one frame each).
+//! A client holds a cursor: the GOP it is in (an `Rc`, so a GOP the window dropped stays
+//! alive while someone is still sending it) and a position inside it. A client that
+//! finishes a GOP moves to the next one if the window still holds it; otherwise it has
+//! fallen too far behind and jumps to the newest GOP, skipping whole GOPs. The reader
+//! never waits, a client never waits for another, and no GOP is ever torn.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::Headers;
+
+/// One GOP: starts at a keyframe cluster; grows until the next GOP starts.
+#[derive(Debug)]
+pub struct Gop {
+    pub seq: u64,
+    /// Which track set (header) this GOP belongs to.
+    pub generation: u64,
+    pub start_pts_ns: i64,
+    chunks: RefCell<Vec<Bytes>>,
+    bytes: Cell<usize>,
+    closed: Cell<bool>,
+}
+
+impl Gop {
+    pub fn len(&self) -> usize {
+        self.chunks.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    pub fn chunk(&self, i: usize) -> Option<Bytes> {
+        self.chunks.borrow().get(i).cloned()
+    }
+
+    /// Calls `f` with the chunks from `from` on, for building a writev list without
+    /// cloning each `Bytes`.
+    pub fn with_chunks<R>(&self, from: usize, f: impl FnOnce(&[Bytes]) -> R) -> R {
+        let chunks = self.chunks.borrow();
+        f(chunks.get(from..).unwrap_or(&[]))
+    }
+}
+
+/// Window limits.
+#[derive(Clone, Debug)]
+pub struct WindowOptions {
+    /// History a new client may get at once (`--burst`).
+    pub burst_ns: i64,
+    /// How far behind the head (bytes, beyond the burst) a client may be before it skips.
+    pub client_queue_bytes: usize,
+}
+
+/// What the next GOP for a client is after it finished one.
+#[derive(Debug)]
+pub enum Next {
+    Gop {
+        gop: Rc<Gop>,
+        skipped: u64,
+    },
+    /// The client's GOP is the newest one and is not closed: wait for more.
+    Wait,
+    /// The stream ended, or moved to a new header: end this client's response.
+    End,
+}
+
+/// The live-MKV log of one stream.
+#[derive(Debug)]
+pub struct LiveLog {
+    pub headers: Option<Headers>,
+    pub generation: u64,
+    gops: VecDeque<Rc<Gop>>,
+    next_seq: u64,
+    window_bytes: usize,
+    options: WindowOptions,
+    pub ended: bool,
+}
+
+impl LiveLog {
+    pub fn new(options: WindowOptions) -> Self {
+        LiveLog {
+            headers: None,
+            generation: 0,
+            gops: VecDeque::new(),
+            next_seq: 0,
+            window_bytes: 0,
+            options,
+            ended: false,
+        }
+    }
+
+    pub fn gops_held(&self) -> usize {
+        self.gops.len()
+    }
+
+    pub fn window_bytes(&self) -> usize {
+        self.window_bytes
+    }
+
+    fn close_newest(&mut self) {
+        if let Some(g) = self.gops.back() {
+            g.closed.set(true);
+        }
+    }
+
+    pub fn set_headers(&mut self, headers: Headers) {
+        self.close_newest();
+        self.generation += 1;
+        self.headers = Some(headers);
+    }
+
+    pub fn end(&mut self) {
+        self.close_newest();
+        self.ended = true;
+    }
+
+    /// Appends one chunk. Returns true when it started a GOP.
+    pub fn push(&mut self, bytes: Bytes, starts_gop: bool, pts_ns: i64) {
+        if starts_gop || self.gops.back().is_none_or(|g| g.is_closed()) {
+            if !starts_gop {
+                // A chunk that cannot start a GOP has nothing to attach to: the publisher
+                // never sends one, so this only guards against a broken invariant.
+                return;
+            }
+            self.close_newest();
+            self.gops.push_back(Rc::new(Gop {
+                seq: self.next_seq,
+                generation: self.generation,
+                start_pts_ns: pts_ns,
+                chunks: RefCell::new(Vec::with_capacity(64)),
+                bytes: Cell::new(0),
+                closed: Cell::new(false),
+            }));
+            self.next_seq += 1;
+            self.trim();
+        }
+        let Some(gop) = self.gops.back() else { return };
+        gop.bytes.set(gop.bytes.get() + bytes.len());
+        self.window_bytes += bytes.len();
+        gop.chunks.borrow_mut().push(bytes);
+    }
+
+    fn burst_bytes(&self) -> usize {
+        let Some(newest) = self.gops.back() else {
+            return 0;
+        };
+        let from = newest.start_pts_ns.saturating_sub(self.options.burst_ns);
+        self.gops
+            .iter()
+            .filter(|g| g.start_pts_ns >= from)
+            .map(|g| g.bytes())
+            .sum()
+    }
+
+    /// Drops the oldest GOPs beyond burst + client queue. Two GOPs always stay, so a
+    /// client finishing the previous GOP always finds the current one.
+    fn trim(&mut self) {
+        let limit = self.options.client_queue_bytes + self.burst_bytes();
+        while self.gops.len() > 2 {
+            let oldest = self.gops.front().map_or(0, |g| g.bytes());
+            if self.window_bytes.saturating_sub(oldest) < limit {
+                break;
+            }
+            self.gops.pop_front();
+            self.window_bytes -= oldest;
+        }
+    }
+
+    fn current_gops(&self) -> impl DoubleEndedIterator<Item = &Rc<Gop>> {
+        self.gops
+            .iter()
+            .filter(move |g| g.generation == self.generation)
+    }
+
+    /// Where a new client starts: the oldest GOP within `--burst` of the newest, or the
+    /// newest GOP (its keyframe) when there is no burst. None until a GOP exists.
+    pub fn start_gop(&self) -> Option<Rc<Gop>> {
+        let newest = self.current_gops().next_back()?;
+        let from = newest.start_pts_ns.saturating_sub(self.options.burst_ns);
+        self.current_gops()
+            .find(|g| g.start_pts_ns >= from)
+            .cloned()
+    }
+
+    /// Where a client that finished `gop` goes next.
+    pub fn next_after(&self, gop: &Gop) -> Next {
+        if gop.generation != self.generation {
+            return Next::End;
+        }
+        if !gop.is_closed() {
+            return Next::Wait;
+        }
+        let Some(newest) = self.gops.back() else {
+            return Next::End;
+        };
+        if newest.seq == gop.seq {
+            return if self.ended { Next::End } else { Next::Wait };
+        }
+        let want = gop.seq + 1;
+        let oldest = self.gops.front().map_or(want, |g| g.seq);
+        let (next, skipped) = if want >= oldest {
+            let idx = (want - oldest) as usize;
+            match self.gops.get(idx) {
+                Some(g) => (g.clone(), 0),
+                None => return Next::Wait,
+            }
+        } else {
+            (newest.clone(), newest.seq - want)
+        };
+        if next.generation != self.generation {
+            return Next::End;
+        }
+        Next::Gop { gop: next, skipped }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn log(burst_ns: i64, queue: usize) -> LiveLog {
+        let mut l = LiveLog::new(WindowOptions {
+            burst_ns,
+            client_queue_bytes: queue,
+        });
+        l.set_headers(Headers {
+            tracks: Arc::new(vec![]),
+            mkv: Bytes::from_static(b"h"),
+            webm: None,
+        });
+        l
+    }
+
+    fn chunk(n: usize) -> Bytes {
+        Bytes::from(vec![0u8; n])
+    }
+
+    #[test]
+    fn new_client_starts_at_newest_keyframe_or_burst() {
+        let mut l = log(0, 1 << 20);
+        assert!(l.start_gop().is_none());
+        for i in 0..5 {
+            l.push(chunk(10), true, i * 1_000_000_000);
+            l.push(chunk(10), false, i * 1_000_000_000 + 500);
+        }
+        assert_eq!(l.start_gop().unwrap().seq, 4);
+        l.options.burst_ns = 2_000_000_000;
+        assert_eq!(l.start_gop().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn a_slow_client_skips_whole_gops_once_its_next_gop_left_the_window() {
+        let mut l = log(0, 100);
+        l.push(chunk(60), true, 0);
+        let first = l.start_gop().unwrap();
+        for i in 1..10 {
+            l.push(chunk(60), true, i);
+        }
+        assert!(l.gops_held() < 10, "window is bounded");
+        match l.next_after(&first) {
+            Next::Gop { gop, skipped } => {
+                assert_eq!(gop.seq, 9);
+                assert_eq!(skipped, 8);
+            }
+            other => panic!("expected a jump, got {other:?}"),
+        }
+        // The first GOP is still complete for whoever holds it.
+        assert_eq!(first.bytes(), 60);
+    }
+
+    #[test]
+    fn a_keeping_up_client_gets_every_gop_in_order() {
+        let mut l = log(0, 1000);
+        l.push(chunk(10), true, 0);
+        let g0 = l.start_gop().unwrap();
+        assert!(matches!(l.next_after(&g0), Next::Wait));
+        l.push(chunk(10), true, 1);
+        match l.next_after(&g0) {
+            Next::Gop { gop, skipped: 0 } => assert_eq!(gop.seq, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_headers_end_old_readers_and_stream_end_ends_all() {
+        let mut l = log(0, 1000);
+        l.push(chunk(10), true, 0);
+        let g0 = l.start_gop().unwrap();
+        l.set_headers(Headers {
+            tracks: Arc::new(vec![]),
+            mkv: Bytes::from_static(b"h2"),
+            webm: None,
+        });
+        assert!(matches!(l.next_after(&g0), Next::End));
+        assert!(l.start_gop().is_none(), "no GOP of the new header yet");
+        l.push(chunk(10), true, 1);
+        let g1 = l.start_gop().unwrap();
+        l.end();
+        assert!(matches!(l.next_after(&g1), Next::End));
+    }
+}
