@@ -4,7 +4,13 @@
 
 use std::io::{self, Read};
 
-use crate::server::http::BodyFraming;
+/// How an HTTP message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
 
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_LINE: usize = 1024;

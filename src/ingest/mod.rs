@@ -2,4 +2,5 @@
 
 pub mod body;
 pub mod mkv;
+pub mod push;
 // pub mod source; (enabled once the demuxer lands)

@@ -16,14 +16,16 @@ use log::{info, warn};
 
 use super::body::BodyReader;
 use super::mkv::{DemuxError, DemuxEvent, DemuxLimits, MkvDemuxer};
-use crate::server::PushConn;
-use crate::server::http::{BodyFraming, MAX_HEADER_BYTES};
+use super::body::BodyFraming;
+use super::push::{PushConn, PushInbox};
 use crate::stream::{InputState, Publisher};
 
 /// Bytes read from an input at a time.
 const READ_SIZE: usize = 64 * 1024;
 /// A pulled or pushed input that sends nothing for this long is considered gone.
 const INPUT_SILENCE: Duration = Duration::from_secs(15);
+/// Largest response head accepted from a server we pull from.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -133,6 +135,7 @@ fn pump(
     let mut buf = vec![0u8; READ_SIZE];
     let mut frames = 0u64;
     let mut eof = false;
+    let mut seen_tracks = false;
     loop {
         let event = if eof {
             demux.finish()?
@@ -140,7 +143,15 @@ fn pump(
             demux.next_event()?
         };
         match event {
-            Some(DemuxEvent::Tracks(tracks)) => publisher.tracks(tracks),
+            Some(DemuxEvent::Tracks(tracks)) => {
+                // A second header in one byte stream (concatenated files, a muxer that
+                // restarted) starts a new clock.
+                if seen_tracks {
+                    publisher.begin_segment();
+                }
+                seen_tracks = true;
+                publisher.tracks(tracks)
+            }
             Some(DemuxEvent::Frame(frame)) => {
                 if let Some(pts) = publisher.frame(frame) {
                     frames += 1;
@@ -374,7 +385,7 @@ impl HttpTarget {
                     let leftover = head[len..].to_vec();
                     return Ok(BodyReader::new(socket, leftover, framing, true));
                 }
-                Ok(httparse::Status::Partial) if head.len() > MAX_HEADER_BYTES => {
+                Ok(httparse::Status::Partial) if head.len() > MAX_RESPONSE_HEAD => {
                     return Err(io::Error::other("response head too large"));
                 }
                 Ok(httparse::Status::Partial) => {}
@@ -382,13 +393,6 @@ impl HttpTarget {
             }
         }
     }
-}
-
-/// Where a push stream's reader thread receives its pushers.
-pub struct PushInbox {
-    pub rx: Receiver<PushConn>,
-    /// Cleared when a pusher leaves, so the next one is accepted.
-    pub active: Arc<AtomicBool>,
 }
 
 fn run_push(inbox: PushInbox, publisher: &mut Publisher, options: &ReaderOptions, label: &str) {

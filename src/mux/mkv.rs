@@ -234,6 +234,8 @@ pub struct ClusterWriter {
     /// Audio-only streams have no keyframes to cut at: cut on duration.
     audio_cluster_ms: u64,
     primary_video: Option<usize>,
+    need_keyframe: bool,
+    kinds: Vec<TrackKind>,
 }
 
 /// One written frame: its bytes, and whether it starts a GOP.
@@ -248,12 +250,16 @@ impl ClusterWriter {
             cluster_ms: None,
             audio_cluster_ms: audio_cluster_ms.max(1),
             primary_video: tracks.iter().position(|t| t.kind() == TrackKind::Video),
+            need_keyframe: false,
+            kinds: tracks.iter().map(Track::kind).collect(),
         }
     }
 
-    /// Drops frames until the next GOP start (after undecodable input, or a new pass).
-    pub fn wait_for_gop(&mut self) {
-        self.cluster_ms = None;
+    /// Drops video frames until the next keyframe of the primary video track (after
+    /// undecodable input, or when a new pass of the input begins). Audio goes on into the
+    /// current Cluster: it needs no reference frames.
+    pub fn wait_for_keyframe(&mut self) {
+        self.need_keyframe = self.primary_video.is_some();
     }
 
     /// Whether the stream may start a GOP at this frame.
@@ -279,6 +285,12 @@ impl ClusterWriter {
     ) -> Option<WrittenFrame> {
         let clamped = pts_ms.max(0) as u64;
         let starts_gop = self.is_gop_start(track, keyframe, clamped);
+        if self.need_keyframe && self.kinds.get(track) == Some(&TrackKind::Video) {
+            if !starts_gop {
+                return None;
+            }
+            self.need_keyframe = false;
+        }
         let cut = if starts_gop {
             Some(Cut::Gop)
         } else {
@@ -369,12 +381,80 @@ mod tests {
     }
 
     #[test]
+    fn after_a_resync_video_waits_for_a_keyframe_and_audio_goes_on() {
+        let tracks = vec![
+            test_track(crate::media::Codec::H264),
+            test_track(crate::media::Codec::Aac),
+        ];
+        let mut w = ClusterWriter::new(&tracks, 2000);
+        w.write(0, 0, true, b"k").unwrap();
+        w.wait_for_keyframe();
+        assert!(w.write(0, 40, false, b"p").is_none());
+        assert!(!w.write(1, 50, true, b"a").unwrap().starts_gop);
+        assert!(w.write(0, 80, true, b"k").unwrap().starts_gop);
+        assert!(w.write(0, 120, false, b"p").is_some());
+    }
+
+    #[test]
     fn audio_only_cuts_on_duration() {
         let tracks = vec![test_track(crate::media::Codec::Opus)];
         let mut w = ClusterWriter::new(&tracks, 2000);
         assert!(w.write(0, 0, true, b"a").unwrap().starts_gop);
         assert!(!w.write(0, 1980, true, b"a").unwrap().starts_gop);
         assert!(w.write(0, 2000, true, b"a").unwrap().starts_gop);
+    }
+
+    #[test]
+    fn an_independent_parser_reads_what_we_write() {
+        use crate::media::{AudioInfo, Codec, VideoInfo};
+        let mut video = test_track(Codec::H264);
+        video.codec_id = "V_MPEG4/ISO/AVC".into();
+        video.codec_private = Some(Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff]));
+        video.video = Some(VideoInfo {
+            width: 320,
+            height: 240,
+            ..VideoInfo::default()
+        });
+        let mut audio = test_track(Codec::Opus);
+        audio.codec_id = "A_OPUS".into();
+        audio.codec_delay_ns = Some(6_500_000);
+        audio.audio = Some(AudioInfo {
+            sample_rate: 48000.0,
+            channels: 2,
+            bit_depth: None,
+        });
+        let tracks = vec![video, audio];
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&header(&tracks, DocType::Webm));
+        let mut w = ClusterWriter::new(&tracks, 2000);
+        let mut want = Vec::new();
+        for i in 0..100i64 {
+            let (track, pts, key) = if i % 2 == 0 {
+                (0, i * 20, i % 50 == 0)
+            } else {
+                (1, i * 20 - 5, true)
+            };
+            let data = vec![i as u8; 10 + i as usize * 37];
+            if let Some(f) = w.write(track, pts, key, &data) {
+                out.extend_from_slice(&f.bytes);
+                want.push((track as u64 + 1, pts as u64, data));
+            }
+        }
+        let mut mkv =
+            matroska_demuxer::MatroskaFile::open(std::io::Cursor::new(out.to_vec())).unwrap();
+        assert_eq!(mkv.ebml_header().doc_type(), "webm");
+        assert_eq!(mkv.tracks().len(), 2);
+        assert_eq!(
+            mkv.tracks()[0].codec_private(),
+            Some(&[1, 0x64, 0, 0x1f, 0xff][..])
+        );
+        assert_eq!(mkv.tracks()[1].codec_delay(), Some(6_500_000));
+        let mut got = Vec::new();
+        let mut f = matroska_demuxer::Frame::default();
+        while mkv.next_frame(&mut f).unwrap() {
+            got.push((f.track, f.timestamp, f.data.clone()));
+        }
+        assert_eq!(got, want);
     }
 
     pub(crate) fn test_track(codec: crate::media::Codec) -> Track {

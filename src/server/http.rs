@@ -1,6 +1,8 @@
 //! HTTP/1.1 request parsing (with `httparse`) and routing: pure functions of bytes, so they
 //! are tested and fuzzed without sockets.
 
+pub use crate::ingest::body::BodyFraming;
+
 /// Requests whose header block grows past this get 431.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -13,14 +15,6 @@ pub enum Method {
     Put,
     Post,
     Other,
-}
-
-/// How a request body is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyFraming {
-    None,
-    Length(u64),
-    Chunked,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::ingest::push::PushConn;
 use crate::stream::live::{Gop, LiveLog, Next, WindowOptions};
 use crate::stream::{InputState, LoopNotify, Update};
 use http::{BodyFraming, Method, Request, Route};
@@ -46,15 +47,6 @@ pub struct ServerOptions {
     pub window: WindowOptions,
     /// Install SIGINT/SIGTERM handlers (the binary does; tests use [`ShutdownHandle`]).
     pub handle_signals: bool,
-}
-
-/// A connection handed to a push stream's reader thread: the socket (blocking again) and
-/// what was already read past the request head.
-pub struct PushConn {
-    pub socket: std::net::TcpStream,
-    pub leftover: Vec<u8>,
-    pub framing: BodyFraming,
-    pub expect_continue: bool,
 }
 
 /// How the event loop hands pushers to a push stream.

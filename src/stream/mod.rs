@@ -130,7 +130,7 @@ impl Publisher {
     pub fn begin_segment(&mut self) {
         self.timeline.begin_segment();
         if let Some(w) = &mut self.writer {
-            w.wait_for_gop();
+            w.wait_for_keyframe();
         }
     }
 
@@ -160,7 +160,7 @@ impl Publisher {
     /// Undecodable input was skipped: wait for the next keyframe.
     pub fn resync(&mut self) {
         if let Some(w) = &mut self.writer {
-            w.wait_for_gop();
+            w.wait_for_keyframe();
         }
     }
 
