@@ -21,7 +21,11 @@ pub fn demux_all(data: &[u8], seed: Option<u8>) -> usize {
     let mut state = u32::from(seed.unwrap_or(0)) | 1;
     let mut drain = |demux: &mut MkvDemuxer, eof: bool| -> bool {
         loop {
-            let event = if eof { demux.finish() } else { demux.next_event() };
+            let event = if eof {
+                demux.finish()
+            } else {
+                demux.next_event()
+            };
             match event {
                 Ok(Some(DemuxEvent::Frame(_))) => frames += 1,
                 Ok(Some(_)) => {}

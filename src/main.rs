@@ -1,1 +1,239 @@
-fn main() {}
+//! `muxcast [OPTIONS] [NAME=]INPUT...`: the command line, then the server.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use log::error;
+use muxcast::app::spawn_stream;
+use muxcast::ingest::mkv::DemuxLimits;
+use muxcast::ingest::source::{Input, ReaderOptions};
+use muxcast::server::http::valid_stream_name;
+use muxcast::server::{Server, ServerOptions};
+use muxcast::stream::PublishOptions;
+use muxcast::stream::live::WindowOptions;
+
+const HELP: &str = "\
+muxcast: a live media server. Matroska/WebM in; live MKV/WebM out over HTTP.
+
+USAGE:
+    muxcast [OPTIONS] [NAME=]INPUT...
+
+INPUT (an unnamed input is the stream `live`):
+    FILE               a Matroska/WebM file, played at real time
+    -                  Matroska on stdin, not paced
+    http://HOST/PATH   pulled over HTTP; reconnects when it ends
+    push               fed by PUT/POST of Matroska to /NAME/ingest
+
+OUTPUT:
+    GET /NAME/live.mkv    live Matroska (alias /NAME/mkv)
+    GET /NAME/live.webm   live WebM, when every track is a WebM codec
+    GET /status.json      streams, tracks, clients
+
+OPTIONS:
+    --listen ADDR:PORT      listen address [default: 0.0.0.0:8080]
+    --loop                  repeat file inputs forever
+    --prefill SECONDS       start files this far in the past [default: 2]
+    --burst SECONDS         history a new viewer gets at once [default: 0]
+    --audio-cluster SECONDS cluster length for audio-only streams [default: 2]
+    --client-queue BYTES    how far (beyond --burst) a viewer may fall behind
+                            before it skips whole GOPs [default: 4194304]
+    --client-timeout SECS   close a viewer that takes nothing for this long [default: 30]
+    --header-timeout SECS   close a connection whose request is not complete
+                            in this time, or idles this long between requests [default: 10]
+    --max-clients N         connections beyond this get 503 [default: 1024]
+    --keep-running          keep serving after every input has ended
+    -h, --help              print this help
+    -V, --version           print the version
+
+Logging: RUST_LOG=debug|info|warn|error [default: info]
+";
+
+struct Cli {
+    listen: SocketAddr,
+    looped: bool,
+    prefill: f64,
+    burst: f64,
+    audio_cluster: f64,
+    client_queue: usize,
+    client_timeout: f64,
+    header_timeout: f64,
+    max_clients: usize,
+    keep_running: bool,
+    inputs: Vec<(String, String)>,
+}
+
+fn seconds(name: &str, value: f64) -> Result<f64, String> {
+    if value.is_finite() && (0.0..=86_400.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{name}: {value} is not a number of seconds between 0 and 86400"
+        ))
+    }
+}
+
+fn parse_cli() -> Result<Option<Cli>, String> {
+    use lexopt::prelude::*;
+    let mut cli = Cli {
+        listen: "0.0.0.0:8080".parse().map_err(|e| format!("{e}"))?,
+        looped: false,
+        prefill: 2.0,
+        burst: 0.0,
+        audio_cluster: 2.0,
+        client_queue: 4 * 1024 * 1024,
+        client_timeout: 30.0,
+        header_timeout: 10.0,
+        max_clients: 1024,
+        keep_running: false,
+        inputs: Vec::new(),
+    };
+    let mut parser = lexopt::Parser::from_env();
+    let err = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(err)? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("muxcast {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Long("listen") => {
+                let v: String = parser.value().map_err(err)?.string().map_err(err)?;
+                cli.listen = v
+                    .parse()
+                    .map_err(|_| format!("--listen: {v:?} is not ADDR:PORT (e.g. 0.0.0.0:8080)"))?;
+            }
+            Long("loop") => cli.looped = true,
+            Long("keep-running") => cli.keep_running = true,
+            Long("prefill") => {
+                cli.prefill = seconds(
+                    "--prefill",
+                    parser.value().map_err(err)?.parse().map_err(err)?,
+                )?
+            }
+            Long("burst") => {
+                cli.burst = seconds(
+                    "--burst",
+                    parser.value().map_err(err)?.parse().map_err(err)?,
+                )?
+            }
+            Long("audio-cluster") => {
+                cli.audio_cluster = seconds(
+                    "--audio-cluster",
+                    parser.value().map_err(err)?.parse().map_err(err)?,
+                )?;
+                if cli.audio_cluster < 0.1 || cli.audio_cluster > 30.0 {
+                    return Err("--audio-cluster: must be between 0.1 and 30 seconds".into());
+                }
+            }
+            Long("client-timeout") => {
+                cli.client_timeout = seconds(
+                    "--client-timeout",
+                    parser.value().map_err(err)?.parse().map_err(err)?,
+                )?
+            }
+            Long("header-timeout") => {
+                cli.header_timeout = seconds(
+                    "--header-timeout",
+                    parser.value().map_err(err)?.parse().map_err(err)?,
+                )?
+            }
+            Long("client-queue") => {
+                cli.client_queue = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Long("max-clients") => {
+                cli.max_clients = parser.value().map_err(err)?.parse().map_err(err)?
+            }
+            Value(v) => {
+                let v = v.string().map_err(err)?;
+                let (name, spec) = match v.split_once('=') {
+                    Some((n, s)) if valid_stream_name(n) => (n.to_string(), s.to_string()),
+                    _ => ("live".to_string(), v),
+                };
+                if cli.inputs.iter().any(|(n, _)| *n == name) {
+                    return Err(format!(
+                        "two inputs for the stream {name:?}: name them, e.g. cam2=INPUT"
+                    ));
+                }
+                cli.inputs.push((name, spec));
+            }
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    if cli.inputs.is_empty() {
+        return Err(
+            "no input given (try: muxcast testdata/h264_aac.mkv --loop; see --help)".into(),
+        );
+    }
+    Ok(Some(cli))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp(None)
+        .init();
+    let cli = match parse_cli() {
+        Ok(Some(cli)) => cli,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("muxcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = ServerOptions {
+        listen: cli.listen,
+        max_clients: cli.max_clients,
+        client_timeout: Duration::from_secs_f64(cli.client_timeout),
+        header_timeout: Duration::from_secs_f64(cli.header_timeout),
+        keep_running: cli.keep_running,
+        window: WindowOptions {
+            burst_ns: (cli.burst * 1e9) as i64,
+            client_queue_bytes: cli.client_queue,
+        },
+        handle_signals: true,
+    };
+    let mut server = match Server::bind(options) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("muxcast: cannot listen on {}: {e}", cli.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let reader_options = ReaderOptions {
+        prefill: Duration::from_secs_f64(cli.prefill),
+        limits: DemuxLimits::default(),
+    };
+    let publish_options = PublishOptions {
+        audio_cluster_ms: (cli.audio_cluster * 1000.0) as u64,
+    };
+    for (name, spec) in &cli.inputs {
+        let input = Input::parse(spec, cli.looped);
+        let started = spawn_stream(
+            &mut server,
+            name,
+            input,
+            reader_options.clone(),
+            publish_options.clone(),
+        );
+        if let Err(e) = started {
+            error!("stream {name}: cannot start its reader thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    log::info!(
+        "listening on http://{}/ ({} stream(s))",
+        server.local_addr(),
+        cli.inputs.len()
+    );
+    match server.run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            error!("server failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,4 +3,4 @@
 pub mod body;
 pub mod mkv;
 pub mod push;
-// pub mod source; (enabled once the demuxer lands)
+pub mod source;

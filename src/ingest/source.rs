@@ -6,17 +6,15 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::body::BodyFraming;
 use super::body::BodyReader;
 use super::mkv::{DemuxError, DemuxEvent, DemuxLimits, MkvDemuxer};
-use super::body::BodyFraming;
 use super::push::{PushConn, PushInbox};
 use crate::stream::{InputState, Publisher};
 
@@ -63,7 +61,11 @@ impl Input {
     pub fn describe(&self) -> String {
         match self {
             Input::File { path, looped } => {
-                format!("{}{}", path.display(), if *looped { " (looped)" } else { "" })
+                format!(
+                    "{}{}",
+                    path.display(),
+                    if *looped { " (looped)" } else { "" }
+                )
             }
             Input::Stdin => "stdin".into(),
             Input::Http { url } => url.clone(),
@@ -161,7 +163,9 @@ fn pump(
                 }
             }
             Some(DemuxEvent::Resync { skipped, reason }) => {
-                warn!("{label}: skipped {skipped} undecodable bytes ({reason}); resuming at the next keyframe");
+                warn!(
+                    "{label}: skipped {skipped} undecodable bytes ({reason}); resuming at the next keyframe"
+                );
                 publisher.resync();
             }
             None if eof => return Ok(frames),
@@ -215,12 +219,19 @@ fn run_file(
     let mut pacer = Pacer::new(options.prefill);
     let mut pass = 0u64;
     loop {
-        let mut file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut file =
+            File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         if pass > 0 {
             publisher.begin_segment();
         }
-        let frames = pump(&mut file, publisher, Some(&mut pacer), &options.limits, label)
-            .map_err(|e| e.to_string())?;
+        let frames = pump(
+            &mut file,
+            publisher,
+            Some(&mut pacer),
+            &options.limits,
+            label,
+        )
+        .map_err(|e| e.to_string())?;
         if frames == 0 {
             return Err(format!("{} holds no playable frames", path.display()));
         }
@@ -262,7 +273,12 @@ impl Backoff {
     }
 }
 
-fn run_http(url: &str, publisher: &mut Publisher, options: &ReaderOptions, label: &str) -> Result<(), String> {
+fn run_http(
+    url: &str,
+    publisher: &mut Publisher,
+    options: &ReaderOptions,
+    label: &str,
+) -> Result<(), String> {
     let target = HttpTarget::parse(url)?;
     let mut backoff = Backoff::new();
     let mut first = true;
@@ -286,7 +302,10 @@ fn run_http(url: &str, publisher: &mut Publisher, options: &ReaderOptions, label
             Err(e) => e.to_string(),
         };
         let delay = backoff.delay();
-        warn!("{label}: {why}; reconnecting in {:.1} s", delay.as_secs_f64());
+        warn!(
+            "{label}: {why}; reconnecting in {:.1} s",
+            delay.as_secs_f64()
+        );
         publisher.state(InputState::Reconnecting(why));
         thread::sleep(delay);
     }
@@ -323,7 +342,10 @@ impl HttpTarget {
             return Err(format!("{url}: no host"));
         }
         Ok(HttpTarget {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             path: path.to_string(),
         })
@@ -361,7 +383,10 @@ impl HttpTarget {
         loop {
             let n = socket.read(&mut buf)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                ));
             }
             head.extend_from_slice(&buf[..n]);
             let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -370,15 +395,24 @@ impl HttpTarget {
                 Ok(httparse::Status::Complete(len)) => {
                     let code = resp.code.unwrap_or(0);
                     if code != 200 {
-                        return Err(io::Error::other(format!("server answered {code} {}", resp.reason.unwrap_or(""))));
+                        return Err(io::Error::other(format!(
+                            "server answered {code} {}",
+                            resp.reason.unwrap_or("")
+                        )));
                     }
                     let mut framing = BodyFraming::None;
                     for h in resp.headers.iter() {
                         let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-                        if h.name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                        if h.name.eq_ignore_ascii_case("transfer-encoding")
+                            && v.to_ascii_lowercase().contains("chunked")
+                        {
                             framing = BodyFraming::Chunked;
-                        } else if h.name.eq_ignore_ascii_case("content-length") && framing == BodyFraming::None {
-                            let n = v.parse().map_err(|_| io::Error::other(format!("bad Content-Length {v:?}")))?;
+                        } else if h.name.eq_ignore_ascii_case("content-length")
+                            && framing == BodyFraming::None
+                        {
+                            let n = v.parse().map_err(|_| {
+                                io::Error::other(format!("bad Content-Length {v:?}"))
+                            })?;
                             framing = BodyFraming::Length(n);
                         }
                     }

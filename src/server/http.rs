@@ -20,7 +20,7 @@ pub enum Method {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
-    /// The decoded path, without the query.
+    /// The path as sent (still percent-encoded), without the query.
     pub path: String,
     pub query: String,
     /// Bytes of the request line and headers (the body starts after them).
@@ -120,11 +120,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         Some((p, q)) => (p, q),
         None => (target, ""),
     };
-    // An undecodable path is not an error of the request: it simply names nothing (404).
-    let path = percent_decode(raw_path).unwrap_or_default();
     Ok(Some(Request {
         method,
-        path,
+        path: raw_path.to_string(),
         query: query.to_string(),
         header_len,
         keep_alive,
@@ -175,17 +173,25 @@ pub enum Route {
     NotFound,
 }
 
-/// Routes a decoded path. Anything that is not exactly one of ours is NotFound: there is
-/// no file system behind these paths, so `..` or encoded tricks can only miss.
-pub fn route(path: &str) -> Route {
-    if path == "/status.json" {
-        return Route::Status;
-    }
-    let Some(rest) = path.strip_prefix('/') else {
+/// Routes a path as sent. It is split on `/` first and each segment decoded after, so an
+/// encoded slash is data, never a separator. Anything that is not exactly one of ours is
+/// NotFound: there is no file system behind these paths, so `..` or encoded tricks can
+/// only miss. An undecodable path names nothing (404), it is not a bad request.
+pub fn route(raw_path: &str) -> Route {
+    let Some(rest) = raw_path.strip_prefix('/') else {
         return Route::NotFound;
     };
-    let Some((name, leaf)) = rest.split_once('/') else {
+    let segments: Option<Vec<String>> = rest.split('/').map(percent_decode).collect();
+    let Some(segments) = segments else {
         return Route::NotFound;
+    };
+    if segments.iter().any(|s| s.contains('/')) {
+        return Route::NotFound;
+    }
+    let (name, leaf) = match segments.as_slice() {
+        [only] if only == "status.json" => return Route::Status,
+        [name, leaf] => (name.as_str(), leaf.as_str()),
+        _ => return Route::NotFound,
     };
     if !valid_stream_name(name) {
         return Route::NotFound;
@@ -291,14 +297,23 @@ mod tests {
         ] {
             assert_eq!(route(bad), Route::NotFound, "{bad}");
         }
-        let r = parse_request(b"GET /%2e%2e/live.mkv HTTP/1.1\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(route(&r.path), Route::NotFound);
-        let r = parse_request(b"GET /a%2f..%2fb/live.mkv HTTP/1.1\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(route(&r.path), Route::NotFound);
+        for raw in [
+            "/%2e%2e/live.mkv",
+            "/a%2f..%2fb/live.mkv",
+            "/live%2flive.mkv",
+            "/live%2Flive.mkv",
+            "/%zz/live.mkv",
+        ] {
+            assert_eq!(route(raw), Route::NotFound, "{raw}");
+        }
+        assert_eq!(
+            route("/c%61m/live.mkv"),
+            Route::LiveMkv {
+                stream: "cam".into(),
+                webm: false
+            }
+        );
+        assert_eq!(route("/status%2ejson"), Route::Status);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%00"), None);
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));

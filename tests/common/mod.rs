@@ -1,0 +1,335 @@
+//! Shared helpers for the integration tests: a real server on 127.0.0.1:0 in a thread,
+//! raw HTTP clients, and matroska-demuxer as the independent oracle.
+#![allow(dead_code)]
+
+use std::io::{Cursor, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use muxcast::app::spawn_stream;
+use muxcast::ingest::mkv::DemuxLimits;
+use muxcast::ingest::source::{Input, ReaderOptions};
+use muxcast::server::{Server, ServerOptions, ShutdownHandle};
+use muxcast::stream::PublishOptions;
+use muxcast::stream::live::WindowOptions;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: ShutdownHandle,
+    pub thread: Option<JoinHandle<std::io::Result<bool>>>,
+}
+
+impl TestServer {
+    /// Stops the server and returns what `run` returned.
+    pub fn stop(mut self) -> std::io::Result<bool> {
+        self.shutdown.shutdown();
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("server thread panicked")
+    }
+
+    /// Waits for the server to exit on its own (every stream ended).
+    pub fn wait(mut self, limit: Duration) -> std::io::Result<bool> {
+        let t = self.thread.take().expect("joined once");
+        let start = Instant::now();
+        while !t.is_finished() {
+            assert!(
+                start.elapsed() < limit,
+                "server did not exit within {limit:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        t.join().expect("server thread panicked")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.shutdown.shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct Setup {
+    pub burst_s: f64,
+    pub prefill_s: f64,
+    pub client_queue: usize,
+    pub max_clients: usize,
+    pub client_timeout: Duration,
+    pub header_timeout: Duration,
+    pub keep_running: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            burst_s: 0.0,
+            prefill_s: 2.0,
+            client_queue: 4 << 20,
+            max_clients: 1024,
+            client_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            keep_running: true,
+        }
+    }
+}
+
+pub fn start(setup: Setup, streams: Vec<(&str, Input)>) -> TestServer {
+    let streams: Vec<(String, Input)> = streams
+        .into_iter()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        let options = ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_clients: setup.max_clients,
+            client_timeout: setup.client_timeout,
+            header_timeout: setup.header_timeout,
+            keep_running: setup.keep_running,
+            window: WindowOptions {
+                burst_ns: (setup.burst_s * 1e9) as i64,
+                client_queue_bytes: setup.client_queue,
+            },
+            handle_signals: false,
+        };
+        let mut server = Server::bind(options)?;
+        for (name, input) in streams {
+            spawn_stream(
+                &mut server,
+                &name,
+                input,
+                ReaderOptions {
+                    prefill: Duration::from_secs_f64(setup.prefill_s),
+                    limits: DemuxLimits::default(),
+                },
+                PublishOptions {
+                    audio_cluster_ms: 2000,
+                },
+            )?;
+        }
+        tx.send((server.local_addr(), server.shutdown_handle()))
+            .unwrap();
+        server.run()
+    });
+    let (addr, shutdown) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server started");
+    TestServer {
+        addr,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+pub fn testdata(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
+}
+
+pub fn file_input(name: &str, looped: bool) -> Input {
+    Input::File {
+        path: testdata(name),
+        looped,
+    }
+}
+
+/// Sends `request` and returns the connected socket.
+pub fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).expect("send request");
+    s
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> TcpStream {
+    send(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Reads a response head; returns (status, head text, body bytes already read).
+pub fn read_head(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_string();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status code");
+            return (status, head, buf[i + 4..].to_vec());
+        }
+        let n = s.read(&mut chunk).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A finite response: (status, head, body by Content-Length).
+pub fn request(addr: SocketAddr, raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = send(addr, raw);
+    let (status, head, mut body) = read_head(&mut s);
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(len) = len {
+        let mut chunk = [0u8; 4096];
+        while body.len() < len {
+            let n = s.read(&mut chunk).expect("read body");
+            assert!(n > 0, "body cut short");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
+    }
+    (status, head, body)
+}
+
+pub fn status_json(addr: SocketAddr) -> serde_json::Value {
+    let (status, _, body) = request(
+        addr,
+        b"GET /status.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).expect("status.json parses")
+}
+
+/// Polls /status.json until `pred` holds for stream `name`.
+pub fn wait_for_stream(
+    addr: SocketAddr,
+    name: &str,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let doc = status_json(addr);
+        let s = doc["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .expect("stream listed");
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "stream {name} never reached the expected state: {s}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A frame as the oracle sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OFrame {
+    /// Index of the track in the file's track list.
+    pub track: usize,
+    pub ts_ns: i64,
+    pub keyframe: Option<bool>,
+    pub data: Vec<u8>,
+}
+
+/// Reads every frame of a Matroska byte string with matroska-demuxer (an independent
+/// parser). Stops quietly at a truncated end. Returns codec ids and frames.
+pub fn oracle(bytes: &[u8]) -> (Vec<String>, Vec<OFrame>) {
+    let mut mkv =
+        matroska_demuxer::MatroskaFile::open(Cursor::new(bytes)).expect("oracle opens the stream");
+    let scale = mkv.info().timestamp_scale().get() as i64;
+    let tracks: Vec<(u64, String)> = mkv
+        .tracks()
+        .iter()
+        .map(|t| (t.track_number().get(), t.codec_id().to_string()))
+        .collect();
+    let mut frames = Vec::new();
+    let mut f = matroska_demuxer::Frame::default();
+    while let Ok(true) = mkv.next_frame(&mut f) {
+        let track = tracks
+            .iter()
+            .position(|(n, _)| *n == f.track)
+            .expect("frame of a known track");
+        frames.push(OFrame {
+            track,
+            ts_ns: f.timestamp as i64 * scale,
+            keyframe: f.is_keyframe,
+            data: f.data.clone(),
+        });
+    }
+    (tracks.into_iter().map(|(_, c)| c).collect(), frames)
+}
+
+pub fn oracle_file(name: &str) -> (Vec<String>, Vec<OFrame>) {
+    oracle(&std::fs::read(testdata(name)).unwrap())
+}
+
+/// Reads a live response until the server closes it or `until` says stop; returns the
+/// body bytes (after the head).
+pub fn read_body(s: &mut TcpStream, first: Vec<u8>, until: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut body = first;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if until(&body) {
+            return body;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return body,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return body;
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// Checks that `got` (per track, in order) is a contiguous run of `src` repeated (the
+/// input may loop), comparing payload bytes and keyframe flags. Returns the number of
+/// frames checked.
+pub fn assert_contiguous_run(src: &[OFrame], got: &[OFrame], tracks: usize) -> usize {
+    let mut checked = 0;
+    for t in 0..tracks {
+        let s: Vec<&OFrame> = src.iter().filter(|f| f.track == t).collect();
+        let g: Vec<&OFrame> = got.iter().filter(|f| f.track == t).collect();
+        if g.is_empty() {
+            continue;
+        }
+        let start = (0..s.len())
+            .find(|&i| {
+                s[i].data == g[0].data
+                    && (1..g.len().min(8)).all(|k| s[(i + k) % s.len()].data == g[k].data)
+            })
+            .unwrap_or_else(|| panic!("track {t}: first received frame not found in the source"));
+        for (k, f) in g.iter().enumerate() {
+            let want = s[(start + k) % s.len()];
+            assert_eq!(
+                f.data,
+                want.data,
+                "track {t}: frame {k} differs from source frame {}",
+                (start + k) % s.len()
+            );
+            checked += 1;
+        }
+    }
+    checked
+}

@@ -1,0 +1,189 @@
+//! The HTTP surface: status codes for bad requests, keep-alive, CORS, limits and timeouts,
+//! against a real server on 127.0.0.1:0.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use muxcast::ingest::source::Input;
+
+fn server() -> TestServer {
+    start(
+        Setup::default(),
+        vec![
+            ("live", file_input("opus_only.webm", true)),
+            ("cam", Input::Push),
+        ],
+    )
+}
+
+#[test]
+fn unknown_paths_and_path_tricks_are_404() {
+    let s = server();
+    for path in [
+        "/nope",
+        "/live/nope.mkv",
+        "/other/live.mkv",
+        "/../live/live.mkv",
+        "/%2e%2e/live/live.mkv",
+        "/live%2flive.mkv",
+        "/live/..%2flive.mkv",
+        "/%00/live.mkv",
+        "/live/live.mkv%00",
+        "/./live.mkv",
+        "//live.mkv",
+    ] {
+        let (status, _, _) = request(
+            s.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status, 404, "{path}");
+    }
+}
+
+#[test]
+fn wrong_methods_are_405() {
+    let s = server();
+    let (status, _, _) = request(
+        s.addr,
+        b"POST /live/live.mkv HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(status, 405);
+    let (status, _, _) = request(s.addr, b"DELETE /status.json HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 405);
+    let (status, _, _) = request(s.addr, b"GET /cam/ingest HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 405);
+    let (status, _, _) = request(
+        s.addr,
+        b"PUT /live/ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(status, 404, "live is not a push stream");
+}
+
+#[test]
+fn malformed_requests_get_400_and_a_close() {
+    let s = server();
+    let mut c = send(
+        s.addr,
+        b"GET /status.json HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    );
+    let (status, head, _) = read_head(&mut c);
+    assert_eq!(status, 400);
+    assert!(head.contains("Connection: close"));
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let (status, _, _) = request(
+        s.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    );
+    assert_eq!(status, 400, "a TLS hello is not HTTP");
+}
+
+#[test]
+fn oversized_headers_get_431() {
+    let s = server();
+    let mut req = b"GET /status.json HTTP/1.1\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    req.extend_from_slice(b"\r\n\r\n");
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The server may answer and close before the whole request is written.
+    let _ = c.write_all(&req);
+    let (status, _, _) = read_head(&mut c);
+    assert_eq!(status, 431);
+    let mut many = b"GET /status.json HTTP/1.1\r\n".to_vec();
+    for i in 0..100 {
+        many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let (status, _, _) = request(s.addr, &many);
+    assert_eq!(status, 431, "too many header fields");
+}
+
+#[test]
+fn keep_alive_and_pipelining_on_finite_responses() {
+    let s = server();
+    let mut c = send(
+        s.addr,
+        b"GET /status.json HTTP/1.1\r\nHost: t\r\n\r\nHEAD /status.json HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 404").count(), 1, "{text}");
+    // The HEAD answer announced a length but sent no body: exactly one JSON body precedes it.
+    assert_eq!(text.matches("\"streams\"").count(), 1);
+}
+
+#[test]
+fn cors_preflight_and_headers() {
+    let s = server();
+    let (status, head, body) = request(
+        s.addr,
+        b"OPTIONS /live/live.mkv HTTP/1.1\r\nHost: t\r\nOrigin: http://x\r\nAccess-Control-Request-Method: GET\r\n\r\n",
+    );
+    assert_eq!(status, 204);
+    assert!(body.is_empty());
+    assert!(head.contains("Access-Control-Allow-Origin: *"));
+    assert!(head.contains("Access-Control-Allow-Methods: GET"));
+    assert!(head.contains("Access-Control-Allow-Headers: Range"));
+    let (_, head, _) = request(s.addr, b"GET /status.json HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(head.contains("Access-Control-Allow-Origin: *"));
+    assert!(head.contains("Content-Type: application/json"));
+}
+
+#[test]
+fn one_client_over_the_limit_gets_503_with_retry_after() {
+    let setup = Setup {
+        max_clients: 2,
+        ..Setup::default()
+    };
+    let s = start(setup, vec![("live", file_input("opus_only.webm", true))]);
+    let _a = get(s.addr, "/live/live.mkv");
+    let _b = get(s.addr, "/live/live.mkv");
+    // No wait needed: both viewers are ahead of the next connection in the accept queue.
+    let (status, head, _) = request(s.addr, b"GET /status.json HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 503);
+    assert!(head.contains("Retry-After:"), "{head}");
+}
+
+#[test]
+fn an_incomplete_request_is_closed_after_the_header_timeout() {
+    let setup = Setup {
+        header_timeout: Duration::from_millis(300),
+        ..Setup::default()
+    };
+    let s = start(setup, vec![("live", file_input("opus_only.webm", true))]);
+    let mut c = send(s.addr, b"GET /status.json HTTP/1.1\r\nHost:");
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let n = c
+        .read_to_end(&mut buf)
+        .expect("closed, not timed out on our side");
+    assert_eq!(n, 0);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn status_json_describes_streams_and_viewers() {
+    let s = server();
+    let doc = wait_for_stream(s.addr, "live", Duration::from_secs(10), |s| {
+        s["state"] == "live"
+    });
+    assert_eq!(doc["tracks"][0]["codec"], "opus");
+    assert_eq!(doc["tracks"][0]["sample_rate"], 48000.0);
+    let mut v = get(s.addr, "/live/live.mkv");
+    let (status, _, _) = read_head(&mut v);
+    assert_eq!(status, 200);
+    let doc = wait_for_stream(s.addr, "live", Duration::from_secs(5), |s| {
+        s["clients"] == 1
+    });
+    assert!(doc["gops_held"].as_u64().unwrap() >= 1);
+    let cam = wait_for_stream(s.addr, "cam", Duration::from_secs(5), |_| true);
+    assert_eq!(cam["state"], "waiting-for-pusher");
+    assert_eq!(cam["input"], "push");
+}
