@@ -1,0 +1,570 @@
+"""Helpers for the interop suite: processes, muxcast servers, HTTP clients, framecrc.
+
+Python 3 standard library only. Every subprocess and every wait has a bound; every process
+the suite starts is recorded and killed (by its own process group) at the end.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTDATA = ROOT / "testdata"
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+
+
+class CheckFailed(Exception):
+    """A check's assertion failed; the message says what and why."""
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+
+    def report(self, name, ok, detail="", extra=None):
+        with self.lock:
+            line = f"{'PASS' if ok else 'FAIL'} {name}"
+            if detail:
+                line += f": {detail}"
+            print(line, flush=True)
+            for x in ([] if ok else extra or []):
+                print(f"    {x}", flush=True)
+            if ok:
+                self.passed += 1
+            else:
+                self.failed += 1
+
+
+RESULTS = Results()
+
+
+def check(name, ok, detail="", extra=None):
+    RESULTS.report(name, bool(ok), detail, extra)
+    return bool(ok)
+
+
+def info(msg):
+    print(f"     ({msg})", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Processes
+
+
+class Procs:
+    """Every process the suite starts, each in its own session (so its group can be
+    killed without touching anything else)."""
+
+    def __init__(self):
+        self.procs = []
+        self.lock = threading.Lock()
+
+    def spawn(self, argv, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen([str(a) for a in argv], start_new_session=True, **kw)
+        with self.lock:
+            self.procs.append(p)
+        return p
+
+    def run(self, argv, timeout, **kw):
+        """Runs to completion within `timeout` seconds; on timeout the process is killed
+        and CheckFailed is raised. Returns CompletedProcess (text output)."""
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        p = self.spawn(argv, **kw)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+            p.communicate()
+            raise CheckFailed(f"timed out after {timeout}s: {' '.join(map(str, argv))}")
+        return subprocess.CompletedProcess(p.args, p.returncode, decode(out), decode(err))
+
+    def cleanup(self):
+        with self.lock:
+            procs = list(self.procs)
+        for p in procs:
+            if p.poll() is None:
+                signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                kill_group(p)
+                try:
+                    p.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+def decode(b):
+    if b is None:
+        return ""
+    if isinstance(b, str):
+        return b
+    return b.decode("utf-8", "replace")
+
+
+def signal_group(p, sig):
+    try:
+        os.killpg(p.pid, sig)  # start_new_session: the group id is the child's pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_group(p):
+    signal_group(p, signal.SIGKILL)
+
+
+def wait_exit(p, timeout):
+    """The exit code, or None if `p` is still running after `timeout` seconds."""
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+PROCS = Procs()
+
+
+def spawn(argv, **kw):
+    return PROCS.spawn(argv, **kw)
+
+
+def run(argv, timeout, **kw):
+    return PROCS.run(argv, timeout, **kw)
+
+
+def free_port():
+    """A TCP port that was free a moment ago (for servers that cannot listen on port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path, n=15):
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return lines[-n:]
+
+
+# ---------------------------------------------------------------------------------------
+# muxcast
+
+
+class Muxcast:
+    """One muxcast process listening on 127.0.0.1:0; its address is read from its log."""
+
+    LISTENING = re.compile(r"listening on http://([^/\s]+)/")
+
+    def __init__(self, ctx, name, args, stdin=subprocess.DEVNULL, env=None):
+        self.name = name
+        self.log_path = ctx.workdir / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        e = dict(os.environ)
+        e.setdefault("RUST_LOG", "info")
+        e.update(env or {})
+        self.argv = [ctx.binary, "--listen", "127.0.0.1:0", *args]
+        self.proc = spawn(self.argv, stdin=stdin, stdout=self.log, stderr=self.log, cwd=ROOT, env=e)
+        self.addr = self._wait_listening(10)
+
+    def _wait_listening(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = self.LISTENING.search(Path(self.log_path).read_text(errors="replace"))
+            if m:
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise CheckFailed(
+                    f"{self.name}: muxcast exited with {self.proc.returncode} before listening "
+                    f"({' '.join(map(str, self.argv))}); log: {' | '.join(tail(self.log_path, 8))}"
+                )
+            time.sleep(0.05)
+        raise CheckFailed(f"{self.name}: no 'listening on http://ADDR/' in its log within {timeout}s")
+
+    def url(self, path):
+        return f"http://{self.addr}{path}"
+
+    def status(self):
+        code, _, body = http_get(self.url("/status.json"), timeout=5)
+        if code != 200:
+            raise CheckFailed(f"{self.name}: /status.json answered {code}")
+        return json.loads(body)
+
+    def stream(self, name):
+        for s in self.status().get("streams", []):
+            if s.get("name") == name:
+                return s
+        return None
+
+    def wait_state(self, stream, states=("live",), timeout=15, need_tracks=True):
+        """Polls /status.json until `stream` is in one of `states` (with tracks, for live)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CheckFailed(
+                    f"{self.name} exited with {self.proc.returncode} while waiting for stream "
+                    f"{stream!r}; log: {' | '.join(tail(self.log_path, 8))}"
+                )
+            try:
+                last = self.stream(stream)
+            except (OSError, CheckFailed, ValueError) as e:
+                last = {"error": str(e)}
+            if last and last.get("state") in states and (not need_tracks or last.get("tracks")):
+                return last
+            time.sleep(0.1)
+        raise CheckFailed(f"{self.name}: stream {stream!r} not {'/'.join(states)} after {timeout}s: {last}")
+
+    def wait_clients(self, stream, n, timeout=8):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.stream(stream)
+            if last and last.get("clients") == n:
+                return last
+            time.sleep(0.1)
+        return last
+
+    def stop(self, sig=signal.SIGTERM, timeout=5):
+        """Sends `sig` to muxcast only (not its group) and returns its exit code, or None if it
+        did not exit within `timeout` seconds (it is then killed)."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        rc = wait_exit(self.proc, timeout)
+        if rc is None:
+            kill_group(self.proc)
+            wait_exit(self.proc, 3)
+        return rc
+
+    def log_tail(self, n=10):
+        return tail(self.log_path, n)
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP clients
+
+
+def http_get(url, timeout=5, method="GET"):
+    """(status, headers, body) of a finite response."""
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class SocketReader(threading.Thread):
+    """A raw-socket viewer: GET `path`, then write the body to `out` for `seconds` seconds
+    (or until the server closes). The third kind of client in the frame-identity checks."""
+
+    def __init__(self, addr, path, out, seconds):
+        super().__init__(daemon=True)
+        self.addr, self.path, self.out, self.seconds = addr, path, Path(out), seconds
+        self.status_line = None
+        self.headers = {}
+        self.body_bytes = 0
+        self.eof = False
+        self.error = None
+
+    def run(self):
+        host, port = self.addr.rsplit(":", 1)
+        deadline = time.monotonic() + self.seconds
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as s, open(self.out, "wb") as f:
+                s.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {self.addr}\r\nUser-Agent: interop-socket\r\n\r\n".encode())
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise CheckFailed(f"connection closed inside the response head: {buf[:200]!r}")
+                    buf += chunk
+                    if len(buf) > 65536:
+                        raise CheckFailed("response head larger than 64 KiB")
+                head, body = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                self.status_line = lines[0]
+                for l in lines[1:]:
+                    k, _, v = l.partition(":")
+                    self.headers[k.strip().lower()] = v.strip()
+                f.write(body)
+                self.body_bytes += len(body)
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    s.settimeout(min(left, 5))
+                    try:
+                        chunk = s.recv(65536)
+                    except socket.timeout:
+                        continue
+                    if not chunk:
+                        self.eof = True
+                        break
+                    f.write(chunk)
+                    self.body_bytes += len(chunk)
+        except Exception as e:  # reported by the check that reads .error
+            self.error = f"{type(e).__name__}: {e}"
+
+    def finish(self, timeout):
+        self.join(timeout)
+        if self.is_alive():
+            raise CheckFailed(f"socket reader of {self.path} still running after {timeout}s")
+        return self
+
+
+def read_head_bytes(url, n=256, timeout=5):
+    """Status, headers and the first `n` body bytes of a (possibly endless) response."""
+    req = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read(n)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def ffmpeg_capture(url, out, seconds):
+    """Starts `ffmpeg -i URL -c copy -t SECONDS out.mkv` (a Popen; bound it with wait_exit)."""
+    return spawn(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-rw_timeout", "10000000",
+         "-i", url, "-map", "0", "-c", "copy", "-t", str(seconds), "-f", "matroska", "-y", out],
+        stdout=subprocess.DEVNULL, stderr=open(str(out) + ".log", "wb"),
+    )
+
+
+def curl_capture(url, out, seconds):
+    """Starts `curl --max-time SECONDS -o out URL` (a Popen). Exit 28 = time limit reached."""
+    return spawn(
+        ["curl", "-sS", "--max-time", str(seconds), "-o", out, "-D", str(out) + ".head", url],
+        stdout=subprocess.DEVNULL, stderr=open(str(out) + ".log", "wb"),
+    )
+
+
+def ffprobe_streams(url_or_path, timeout=20):
+    """ffprobe's streams (codec_type, codec_name, width, height, sample_rate, channels)."""
+    r = run(["ffprobe", "-v", "error", "-analyzeduration", "3000000",
+             "-show_entries", "stream=index,codec_type,codec_name,width,height,sample_rate,channels",
+             "-show_entries", "format=format_name", "-of", "json", url_or_path], timeout=timeout)
+    if r.returncode != 0:
+        raise CheckFailed(f"ffprobe {url_or_path} failed ({r.returncode}): {r.stderr.strip()[:300]}")
+    doc = json.loads(r.stdout or "{}")
+    return doc.get("streams", []), doc.get("format", {}).get("format_name")
+
+
+def probe_summary(streams):
+    """{codec_type: (codec_name, WxH or rate/channels)} for comparisons and messages."""
+    out = {}
+    for s in streams:
+        t = s.get("codec_type")
+        if t == "video":
+            out[t] = (s.get("codec_name"), f"{s.get('width')}x{s.get('height')}")
+        elif t == "audio":
+            out[t] = (s.get("codec_name"), f"{s.get('sample_rate')}Hz/{s.get('channels')}ch")
+        else:
+            out[t] = (s.get("codec_name"), "")
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# framecrc: the packets of a file, as ffmpeg sees them
+
+
+class Track:
+    def __init__(self, index):
+        self.index = index
+        self.media_type = None
+        self.codec = None
+        self.dimensions = None
+        self.packets = []  # (size, crc, key)
+        self.dts = []  # ffmpeg's dts per packet, in the stream's time base
+
+    def __repr__(self):
+        return f"Track({self.media_type} {self.codec} {len(self.packets)} packets)"
+
+
+def framecrc(path, timeout=60, allow_errors=False):
+    """{media_type: Track} from `ffmpeg -i path -map 0 -c copy -f framecrc -`.
+    Packet lines are `index, dts, pts, duration, size, crc[, F=flags][, S=...]`; a line
+    without F= is a keyframe. Timestamps are ignored (the server re-bases them)."""
+    r = run(["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-map", "0", "-c", "copy", "-f", "framecrc", "-"],
+            timeout=timeout)
+    if r.returncode != 0 and not allow_errors:
+        raise CheckFailed(f"ffmpeg framecrc {path} failed ({r.returncode}): {r.stderr.strip()[:300]}")
+    tracks = {}
+
+    def t(i):
+        return tracks.setdefault(i, Track(i))
+
+    header = re.compile(r"#(\w+) (\d+): (.*)")
+    for line in r.stdout.splitlines():
+        if line.startswith("#"):
+            m = header.match(line)
+            if m:
+                key, idx, val = m.group(1), int(m.group(2)), m.group(3).strip()
+                if key == "media_type":
+                    t(idx).media_type = val
+                elif key == "codec_id":
+                    t(idx).codec = val
+                elif key == "dimensions":
+                    t(idx).dimensions = val
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 6:
+            continue
+        try:
+            idx, dts, size, crc = int(fields[0]), int(fields[1]), int(fields[4]), fields[5]
+        except ValueError:
+            continue
+        flags = [f for f in fields[6:] if f.startswith("F=")]
+        key = not flags or (int(flags[0][2:], 16) & 1) == 1
+        t(idx).packets.append((size, crc, key))
+        t(idx).dts.append(dts)
+    by_type = {}
+    for tr in tracks.values():
+        if tr.media_type in by_type:
+            raise CheckFailed(f"{path}: two {tr.media_type} streams; the suite expects one of each")
+        by_type[tr.media_type] = tr
+    return by_type
+
+
+def find_run(source, received, cyclic):
+    """Offset k such that received[i] == source[(k + i) % n] for every i (without wrap when
+    not cyclic), or None. Packets compare by (size, crc)."""
+    src = [(p[0], p[1]) for p in source]
+    rec = [(p[0], p[1]) for p in received]
+    n, m = len(src), len(rec)
+    if m == 0 or n == 0:
+        return None
+    for k in range(n):
+        if src[k] != rec[0]:
+            continue
+        if not cyclic and k + m > n:
+            continue
+        if all(src[(k + i) % n] == rec[i] for i in range(m)):
+            return k
+    return None
+
+
+def first_mismatch(source, received, k):
+    n = len(source)
+    for i, p in enumerate(received):
+        s = source[(k + i) % n]
+        if (s[0], s[1]) != (p[0], p[1]):
+            return i, s, p
+    return None
+
+
+def compare_tracks(src_tracks, got_tracks, cyclic, truncatable, min_video=25, min_audio=25):
+    """Checks that, per media type, the received packets (from the first keyframe on) are a
+    contiguous run of the source's packets (cyclically when the source loops). Returns
+    (ok, summary, details)."""
+    ok = True
+    parts, details = [], []
+    for mt, src in sorted(src_tracks.items()):
+        if mt not in ("video", "audio"):
+            continue
+        got = got_tracks.get(mt)
+        if got is None:
+            ok = False
+            details.append(f"{mt}: missing from the received file (got {sorted(got_tracks)})")
+            continue
+        if got.codec != src.codec:
+            ok = False
+            details.append(f"{mt}: codec {got.codec}, source has {src.codec}")
+        pk = got.packets
+        first_key = next((i for i, p in enumerate(pk) if p[2]), None)
+        if first_key is None:
+            ok = False
+            details.append(f"{mt}: no keyframe among {len(pk)} received packets")
+            continue
+        if mt == "video" and first_key != 0:
+            details.append(f"{mt}: {first_key} packets before the first keyframe (ignored)")
+        pk = pk[first_key:]
+        k = find_run(src.packets, pk, cyclic)
+        dropped = 0
+        if k is None and truncatable and len(pk) > 1:
+            k = find_run(src.packets, pk[:-1], cyclic)
+            if k is not None:
+                dropped = 1
+                pk = pk[:-1]
+        need = min_video if mt == "video" else min_audio
+        if k is None:
+            ok = False
+            # Say where the longest matching prefix breaks, to make the failure readable.
+            best = None
+            for start in range(len(src.packets)):
+                if (src.packets[start][0], src.packets[start][1]) != (pk[0][0], pk[0][1]):
+                    continue
+                mm = first_mismatch(src.packets, pk, start)
+                if mm is None:
+                    best = (start, None)
+                    break
+                if best is None or mm[0] > best[1][0]:
+                    best = (start, mm)
+            if best and best[1] is None:
+                details.append(
+                    f"{mt}: {len(pk)} packets match source[{best[0]}..] only by wrapping past the end "
+                    f"of the source's {len(src.packets)} packets, and the input does not loop"
+                )
+            elif best:
+                start, (i, s, p) = best
+                details.append(
+                    f"{mt}: {len(pk)} packets; best run starts at source packet {start} and breaks at "
+                    f"received packet {i}: got size {p[0]} crc {p[1]}, source packet "
+                    f"{(start + i) % len(src.packets)} has size {s[0]} crc {s[1]}"
+                )
+            else:
+                details.append(f"{mt}: the first received packet (size {pk[0][0]} crc {pk[0][1]}) is not in the source")
+            continue
+        if mt == "video" and not pk[0][2]:
+            ok = False
+            details.append(f"{mt}: the run does not start at a keyframe")
+        if len(pk) < need:
+            ok = False
+            details.append(f"{mt}: only {len(pk)} packets received, want at least {need}")
+        wraps = (k + len(pk) - 1) // len(src.packets)
+        parts.append(
+            f"{mt} {len(pk)} pkts = source[{k}..]" + (f" wrapping {wraps}x" if wraps else "")
+            + (" (truncated last packet dropped)" if dropped else "")
+        )
+    return ok, "; ".join(parts), details
+
+
+def dts_problems(tracks):
+    """Places where a stream's dts does not increase (a player's demuxer would choke)."""
+    out = []
+    for mt, tr in sorted(tracks.items()):
+        bad = [(i, tr.dts[i - 1], tr.dts[i]) for i in range(1, len(tr.dts)) if tr.dts[i] <= tr.dts[i - 1]]
+        if bad:
+            out.append(f"{mt}: {len(bad)} non-increasing dts, first at packet {bad[0][0]}: {bad[0][1]} -> {bad[0][2]}")
+    return out
+
+
+def decode_problems(path, timeout=60):
+    """What `ffmpeg -v warning -i path -f null -` complains about (empty: decodes cleanly)."""
+    r = run(["ffmpeg", "-nostdin", "-v", "warning", "-i", path, "-f", "null", "-"], timeout=timeout)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    if r.returncode != 0:
+        lines.insert(0, f"exit {r.returncode}")
+    return lines
