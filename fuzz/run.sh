@@ -21,7 +21,7 @@ done
 [ -e corpus/http_request/seed-get ] || printf 'GET /live/live.mkv?_HLS_msn=3&_HLS_part=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n' > corpus/http_request/seed-get
 [ -e corpus/http_request/seed-put ] || printf 'PUT /cam/ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n' > corpus/http_request/seed-put
 [ -e corpus/http_body/seed-chunked ] || printf '\x00\x35\x3b\x78\x0d\x0a\x68\x65\x6c\x6c\x6f\x0d\x0a\x30\x0d\x0a\x0d\x0a' > corpus/http_body/seed-chunked
-cargo fuzz build --release "${targets[@]/#/}" >/dev/null 2>&1 || cargo fuzz build --release
+cargo fuzz build --release
 for t in "${targets[@]}"; do
   log=$(mktemp)
   start=$(date +%s)

@@ -63,7 +63,9 @@ struct Cli {
     inputs: Vec<(String, String)>,
 }
 
-fn seconds(name: &str, value: f64) -> Result<f64, String> {
+/// The value of an option that takes a number of seconds.
+fn seconds(parser: &mut lexopt::Parser, name: &str) -> Result<f64, String> {
+    let value: f64 = number(parser, name)?;
     if value.is_finite() && (0.0..=86_400.0).contains(&value) {
         Ok(value)
     } else {
@@ -71,6 +73,18 @@ fn seconds(name: &str, value: f64) -> Result<f64, String> {
             "{name}: {value} is not a number of seconds between 0 and 86400"
         ))
     }
+}
+
+/// The value of an option that takes a number.
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> Result<T, String> {
+    use lexopt::ValueExt;
+    let text = parser
+        .value()
+        .map_err(|e| e.to_string())?
+        .string()
+        .map_err(|e| e.to_string())?;
+    text.parse()
+        .map_err(|_| format!("{name}: {text:?} is not a valid number"))
 }
 
 fn parse_cli() -> Result<Option<Cli>, String> {
@@ -108,45 +122,22 @@ fn parse_cli() -> Result<Option<Cli>, String> {
             }
             Long("loop") => cli.looped = true,
             Long("keep-running") => cli.keep_running = true,
-            Long("prefill") => {
-                cli.prefill = seconds(
-                    "--prefill",
-                    parser.value().map_err(err)?.parse().map_err(err)?,
-                )?
-            }
-            Long("burst") => {
-                cli.burst = seconds(
-                    "--burst",
-                    parser.value().map_err(err)?.parse().map_err(err)?,
-                )?
-            }
+            Long("prefill") => cli.prefill = seconds(&mut parser, "--prefill")?,
+            Long("burst") => cli.burst = seconds(&mut parser, "--burst")?,
             Long("audio-cluster") => {
-                cli.audio_cluster = seconds(
-                    "--audio-cluster",
-                    parser.value().map_err(err)?.parse().map_err(err)?,
-                )?;
-                if cli.audio_cluster < 0.1 || cli.audio_cluster > 30.0 {
+                cli.audio_cluster = seconds(&mut parser, "--audio-cluster")?;
+                if !(0.1..=30.0).contains(&cli.audio_cluster) {
                     return Err("--audio-cluster: must be between 0.1 and 30 seconds".into());
                 }
             }
             Long("client-timeout") => {
-                cli.client_timeout = seconds(
-                    "--client-timeout",
-                    parser.value().map_err(err)?.parse().map_err(err)?,
-                )?
+                cli.client_timeout = seconds(&mut parser, "--client-timeout")?
             }
             Long("header-timeout") => {
-                cli.header_timeout = seconds(
-                    "--header-timeout",
-                    parser.value().map_err(err)?.parse().map_err(err)?,
-                )?
+                cli.header_timeout = seconds(&mut parser, "--header-timeout")?
             }
-            Long("client-queue") => {
-                cli.client_queue = parser.value().map_err(err)?.parse().map_err(err)?
-            }
-            Long("max-clients") => {
-                cli.max_clients = parser.value().map_err(err)?.parse().map_err(err)?
-            }
+            Long("client-queue") => cli.client_queue = number(&mut parser, "--client-queue")?,
+            Long("max-clients") => cli.max_clients = number(&mut parser, "--max-clients")?,
             Value(v) => {
                 let v = v.string().map_err(err)?;
                 let (name, spec) = match v.split_once('=') {
