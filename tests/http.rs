@@ -183,7 +183,8 @@ fn status_json_describes_streams_and_viewers() {
         s["clients"] == 1
     });
     assert!(doc["gops_held"].as_u64().unwrap() >= 1);
-    let cam = wait_for_stream(s.addr, "cam", Duration::from_secs(5), |_| true);
-    assert_eq!(cam["state"], "waiting-for-pusher");
+    let cam = wait_for_stream(s.addr, "cam", Duration::from_secs(5), |s| {
+        s["state"] == "waiting-for-pusher"
+    });
     assert_eq!(cam["input"], "push");
 }

@@ -456,21 +456,27 @@ fn run_push(inbox: PushInbox, publisher: &mut Publisher, options: &ReaderOptions
         let reply_to = socket.try_clone();
         let mut body = BodyReader::new(socket, leftover, framing, framing == BodyFraming::None);
         let result = pump(&mut body, publisher, None, &options.limits, label);
-        let reply: &[u8] = match &result {
+        let reply = match &result {
             Ok(_) => {
                 info!("{label}: pusher {peer} finished");
-                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_string()
             }
             Err(e) => {
                 warn!("{label}: pusher {peer}: {e}");
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                let body = format!("400 Bad Request: {e}\n");
+                format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
             }
         };
+        publisher.state(InputState::WaitingForPusher);
+        // Free the slot before answering: a pusher that reconnects as soon as it has its
+        // answer must not be told another pusher is live.
+        inbox.active.store(false, Ordering::SeqCst);
         if let Ok(mut s) = reply_to {
-            let _ = s.write_all(reply);
+            let _ = s.write_all(reply.as_bytes());
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        publisher.state(InputState::WaitingForPusher);
-        inbox.active.store(false, Ordering::SeqCst);
     }
 }

@@ -104,6 +104,9 @@ struct LiveCursor {
     /// Whether the response head and Matroska header were queued yet (a client that
     /// arrives before the stream has tracks waits for them).
     started: bool,
+    /// For a viewer that arrived before the stream had a GOP: the GOP sequence number
+    /// from which it wants everything.
+    join_seq: Option<u64>,
     gop: Option<Rc<Gop>>,
     chunk: usize,
     offset: usize,
@@ -549,6 +552,7 @@ impl Server {
             self.respond(token, response::live_head(ct), false);
             return self.flush(token);
         }
+        let join_seq = slot.log.start_gop().is_none().then(|| slot.log.next_seq());
         let Some(conn) = self.conns.get_mut(token.0) else {
             return Flow::Open;
         };
@@ -557,6 +561,7 @@ impl Server {
             generation: 0,
             webm,
             started: false,
+            join_seq,
             gop: None,
             chunk: 0,
             offset: 0,
@@ -849,20 +854,18 @@ fn live_step(
     out: &mut VecDeque<Bytes>,
 ) -> LiveStep {
     if !cursor.started {
-        let Some(headers) = &slot.log.headers else {
+        let gop = match cursor.join_seq {
+            Some(seq) => slot.log.first_gop_from(seq),
+            None => slot.log.start_gop(),
+        };
+        let Some(gop) = gop else {
             return if slot.over {
                 LiveStep::End
             } else {
                 LiveStep::Wait
             };
         };
-        let Some(gop) = slot.log.start_gop() else {
-            return if slot.over {
-                LiveStep::End
-            } else {
-                LiveStep::Wait
-            };
-        };
+        let headers = gop.headers.clone();
         if cursor.webm {
             match &headers.webm {
                 Some(h) => {

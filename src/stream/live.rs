@@ -22,6 +22,8 @@ pub struct Gop {
     /// Which track set (header) this GOP belongs to.
     pub generation: u64,
     pub start_pts_ns: i64,
+    /// The header a viewer starting at this GOP needs.
+    pub headers: Headers,
     chunks: RefCell<Vec<Bytes>>,
     bytes: Cell<usize>,
     closed: Cell<bool>,
@@ -136,11 +138,16 @@ impl LiveLog {
                 // never sends one, so this only guards against a broken invariant.
                 return;
             }
+            let Some(headers) = self.headers.clone() else {
+                // Chunks before any header have no track list to be read against.
+                return;
+            };
             self.close_newest();
             self.gops.push_back(Rc::new(Gop {
                 seq: self.next_seq,
                 generation: self.generation,
                 start_pts_ns: pts_ns,
+                headers,
                 chunks: RefCell::new(Vec::with_capacity(64)),
                 bytes: Cell::new(0),
                 closed: Cell::new(false),
@@ -196,32 +203,46 @@ impl LiveLog {
             .cloned()
     }
 
-    /// Where a client that finished `gop` goes next.
+    /// The sequence number the next GOP will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// For a viewer that arrived before there was anything to watch: the first GOP
+    /// published since (`seq` = [`Self::next_seq`] when it arrived), if the window still
+    /// holds it, else the oldest one held. Whatever the header it belongs to.
+    pub fn first_gop_from(&self, seq: u64) -> Option<Rc<Gop>> {
+        self.gops.iter().find(|g| g.seq >= seq).cloned()
+    }
+
+    /// Where a client that finished `gop` goes next. A client stays with the header it
+    /// started with: it follows the GOPs of that header and ends where they end.
     pub fn next_after(&self, gop: &Gop) -> Next {
-        if gop.generation != self.generation {
-            return Next::End;
-        }
         if !gop.is_closed() {
             return Next::Wait;
         }
-        let Some(newest) = self.gops.back() else {
+        let (Some(oldest), Some(newest)) = (self.gops.front(), self.gops.back()) else {
             return Next::End;
         };
-        if newest.seq == gop.seq {
-            return if self.ended { Next::End } else { Next::Wait };
-        }
         let want = gop.seq + 1;
-        let oldest = self.gops.front().map_or(want, |g| g.seq);
-        let (next, skipped) = if want >= oldest {
-            let idx = (want - oldest) as usize;
-            match self.gops.get(idx) {
+        let (next, skipped) = if want > newest.seq {
+            // Nothing after it yet. More of the same header may still come, unless the
+            // header has changed or the stream is over.
+            return if gop.generation != self.generation || self.ended {
+                Next::End
+            } else {
+                Next::Wait
+            };
+        } else if want >= oldest.seq {
+            match self.gops.get((want - oldest.seq) as usize) {
                 Some(g) => (g.clone(), 0),
                 None => return Next::Wait,
             }
         } else {
+            // Fell out of the window: skip to the newest GOP.
             (newest.clone(), newest.seq - want)
         };
-        if next.generation != self.generation {
+        if next.generation != gop.generation {
             return Next::End;
         }
         Next::Gop { gop: next, skipped }
@@ -297,6 +318,28 @@ mod tests {
     }
 
     #[test]
+    fn an_early_viewer_starts_at_the_first_gop_even_after_a_header_change() {
+        let mut l = log(0, 1 << 20);
+        let joined = l.next_seq();
+        l.push(chunk(10), true, 0);
+        l.push(chunk(10), true, 1);
+        l.set_headers(Headers {
+            tracks: Arc::new(vec![]),
+            mkv: Bytes::from_static(b"h2"),
+            webm: None,
+        });
+        l.push(chunk(10), true, 2);
+        let g = l.first_gop_from(joined).unwrap();
+        assert_eq!(g.seq, 0);
+        assert_eq!(&g.headers.mkv[..], b"h");
+        assert_eq!(
+            l.start_gop().unwrap().seq,
+            2,
+            "a viewer arriving now starts at the newest"
+        );
+    }
+
+    #[test]
     fn new_headers_end_old_readers_and_stream_end_ends_all() {
         let mut l = log(0, 1000);
         l.push(chunk(10), true, 0);
@@ -308,6 +351,22 @@ mod tests {
         });
         assert!(matches!(l.next_after(&g0), Next::End));
         assert!(l.start_gop().is_none(), "no GOP of the new header yet");
+        // A viewer of the old header that is behind still gets the rest of its GOPs.
+        let mut l2 = log(0, 1000);
+        l2.push(chunk(10), true, 0);
+        let a = l2.start_gop().unwrap();
+        l2.push(chunk(10), true, 1);
+        l2.set_headers(Headers {
+            tracks: Arc::new(vec![]),
+            mkv: Bytes::from_static(b"h2"),
+            webm: None,
+        });
+        l2.push(chunk(10), true, 2);
+        let Next::Gop { gop: b, .. } = l2.next_after(&a) else {
+            panic!("the second GOP of the first header");
+        };
+        assert_eq!(b.seq, 1);
+        assert!(matches!(l2.next_after(&b), Next::End));
         l.push(chunk(10), true, 1);
         let g1 = l.start_gop().unwrap();
         l.end();
