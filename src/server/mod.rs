@@ -161,6 +161,7 @@ impl Server {
     pub fn bind(options: ServerOptions) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(options.listen)?;
+        raise_backlog(&listener)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -819,6 +820,24 @@ impl Server {
             debug!("closing connection {}: timed out", token.0);
             self.close(token);
         }
+    }
+}
+
+/// Pending connections the kernel may queue for us (it caps this at net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// mio (like std) listens with a backlog of 128: a burst of a thousand viewers connecting
+/// at once overflows it, and the overflow waits out a 1 s SYN retransmit (Icecast's
+/// backlog of 5 is the extreme case of this). Listening again on a listening socket only
+/// changes its backlog.
+fn raise_backlog(listener: &TcpListener) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a descriptor we own; it reads no memory of ours.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
