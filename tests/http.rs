@@ -188,3 +188,27 @@ fn status_json_describes_streams_and_viewers() {
     });
     assert_eq!(cam["input"], "push");
 }
+
+#[test]
+fn thousands_of_pipelined_requests_are_answered_in_order_without_recursion() {
+    let s = server();
+    let one = b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n";
+    let n = 5000;
+    let mut all = one.repeat(n);
+    all.extend_from_slice(b"GET /cam/ingest HTTP/1.1\r\nHost: t\r\n\r\n");
+    all.extend_from_slice(b"GET /status.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let writer = {
+        let mut c = c.try_clone().unwrap();
+        std::thread::spawn(move || c.write_all(&all))
+    };
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    writer.join().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 404").count(), n);
+    // A refused method on the ingest path keeps the connection usable.
+    assert_eq!(text.matches("HTTP/1.1 405").count(), 1);
+    assert!(text.trim_end().ends_with('}'), "status.json answered last");
+}

@@ -384,7 +384,7 @@ impl Server {
             if let Some(c) = self.conns.get_mut(token.0) {
                 c.blocked_since = None;
             }
-            if let Flow::Close = self.flush(token) {
+            if let Flow::Close = self.drive(token) {
                 self.close(token);
                 return;
             }
@@ -410,9 +410,8 @@ impl Server {
                         conn.inbuf.extend_from_slice(&buf[..n]);
                     }
                     if reading_request {
-                        match self.try_request(token) {
-                            Flow::Close => return Flow::Close,
-                            Flow::Open => {}
+                        if let Flow::Close = self.drive(token) {
+                            return Flow::Close;
                         }
                     } else if conn.inbuf.len() > http::MAX_HEADER_BYTES * 2 {
                         // A pipelining client that never lets us answer: stop buffering.
@@ -449,7 +448,7 @@ impl Server {
                     response::error(status, &e.to_string(), false, false),
                     false,
                 );
-                return self.flush(token);
+                return Flow::Open;
             }
         };
         self.handle(token, req)
@@ -471,12 +470,11 @@ impl Server {
         let body_follows = !matches!(req.body, BodyFraming::None | BodyFraming::Length(0));
         let keep_alive = req.keep_alive && !body_follows && self.shutting_down.is_none();
         let is_ingest = matches!(route, Route::Ingest { .. });
-        if let Some(conn) = self.conns.get_mut(token.0) {
-            if is_ingest {
-                // The body belongs to the pusher hand-off; keep it in inbuf for now.
-            } else {
-                conn.inbuf.drain(..req.header_len.min(conn.inbuf.len()));
-            }
+        // A push hands the connection, and the body bytes after the head, to the stream's
+        // reader thread; every other request is done with its head here.
+        let handoff = is_ingest && matches!(req.method, Method::Put | Method::Post);
+        if !handoff && let Some(conn) = self.conns.get_mut(token.0) {
+            conn.inbuf.drain(..req.header_len.min(conn.inbuf.len()));
         }
         let allowed = if is_ingest {
             matches!(req.method, Method::Put | Method::Post | Method::Options)
@@ -491,16 +489,16 @@ impl Server {
                 head_only,
             );
             self.respond(token, r, keep_alive);
-            return self.flush(token);
+            return Flow::Open;
         }
         if !allowed {
             let r = response::error(405, "method not allowed here", keep_alive, head_only);
             self.respond(token, r, keep_alive);
-            return self.flush(token);
+            return Flow::Open;
         }
         if req.method == Method::Options {
             self.respond(token, response::options(keep_alive), keep_alive);
-            return self.flush(token);
+            return Flow::Open;
         }
         match route {
             Route::Status => {
@@ -514,7 +512,7 @@ impl Server {
                     "",
                 );
                 self.respond(token, r, keep_alive);
-                self.flush(token)
+                Flow::Open
             }
             Route::LiveMkv { stream, webm } => self.start_live(token, &stream, webm, head_only),
             Route::Ingest { stream } => self.start_ingest(token, &stream, &req),
@@ -530,7 +528,7 @@ impl Server {
         let Some(id) = self.find_stream(name) else {
             let r = response::error(404, &format!("no stream named {name:?}"), false, head_only);
             self.respond(token, r, false);
-            return self.flush(token);
+            return Flow::Open;
         };
         let slot = &self.streams[id];
         if slot.over {
@@ -542,7 +540,7 @@ impl Server {
                 head_only,
             );
             self.respond(token, r, false);
-            return self.flush(token);
+            return Flow::Open;
         }
         if head_only {
             let ct = if webm {
@@ -551,7 +549,7 @@ impl Server {
                 "video/x-matroska"
             };
             self.respond(token, response::live_head(ct), false);
-            return self.flush(token);
+            return Flow::Open;
         }
         let join_seq = slot.log.start_gop().is_none().then(|| slot.log.next_seq());
         let Some(conn) = self.conns.get_mut(token.0) else {
@@ -572,7 +570,7 @@ impl Server {
         let slot = &mut self.streams[id];
         slot.subscribers.push(token);
         slot.stats.clients_total += 1;
-        self.flush(token)
+        Flow::Open
     }
 
     fn start_ingest(&mut self, token: Token, name: &str, req: &Request) -> Flow {
@@ -582,7 +580,7 @@ impl Server {
         let Some(push) = push else {
             let r = response::error(404, &format!("no push stream named {name:?}"), false, false);
             self.respond(token, r, false);
-            return self.flush(token);
+            return Flow::Open;
         };
         if push.active.swap(true, Ordering::SeqCst) {
             let r = response::error(
@@ -592,7 +590,7 @@ impl Server {
                 false,
             );
             self.respond(token, r, false);
-            return self.flush(token);
+            return Flow::Open;
         }
         let Some(mut conn) = self.conns.try_remove(token.0) else {
             return Flow::Open;
@@ -616,6 +614,35 @@ impl Server {
         }
         // The connection left the loop: nothing more to do with this token.
         Flow::Open
+    }
+
+    /// Moves a connection as far as it can go now: writes what is pending, then answers
+    /// the next pipelined request, and so on. A loop, not recursion, so a client that
+    /// pipelines ten thousand requests costs time (bounded by its socket), not stack.
+    fn drive(&mut self, token: Token) -> Flow {
+        loop {
+            if let Flow::Close = self.flush(token) {
+                return Flow::Close;
+            }
+            let Some(conn) = self.conns.get(token.0) else {
+                return Flow::Open;
+            };
+            if !matches!(conn.phase, Phase::Request) || conn.inbuf.is_empty() {
+                return Flow::Open;
+            }
+            let before = conn.inbuf.len();
+            if let Flow::Close = self.try_request(token) {
+                return Flow::Close;
+            }
+            match self.conns.get(token.0) {
+                // Incomplete request: wait for more bytes.
+                Some(c) if matches!(c.phase, Phase::Request) && c.inbuf.len() == before => {
+                    return Flow::Open;
+                }
+                Some(_) => {}
+                None => return Flow::Open,
+            }
+        }
     }
 
     /// Writes what is pending until the socket would block or there is nothing more.
@@ -659,11 +686,8 @@ impl Server {
                     conn.phase = Phase::Request;
                     conn.close_when_flushed = false;
                     conn.request_started = Instant::now();
-                    // A pipelined request may already be waiting.
-                    if conn.inbuf.is_empty() {
-                        return Flow::Open;
-                    }
-                    return self.try_request(token);
+                    // A pipelined request may already be waiting: `drive` takes it next.
+                    return Flow::Open;
                 }
                 Phase::Live(cursor) => {
                     let slot = &mut self.streams[cursor.stream];
@@ -794,7 +818,7 @@ impl Server {
                     .conns
                     .get(token.0)
                     .is_none_or(|c| c.blocked_since.is_some());
-                if !blocked && let Flow::Close = self.flush(token) {
+                if !blocked && let Flow::Close = self.drive(token) {
                     self.close(token);
                 }
             }
