@@ -5,6 +5,7 @@
 //! refcounted updates down a channel and wakes the loop. The loop owns the per-stream
 //! log ([`live::LiveLog`]) and every client cursor into it.
 
+pub mod cmaf;
 pub mod hls;
 pub mod live;
 pub mod timeline;
