@@ -8,6 +8,7 @@
 pub mod cmaf;
 pub mod hls;
 pub mod live;
+pub mod rendition;
 pub mod timeline;
 
 use std::sync::Arc;

@@ -1,0 +1,304 @@
+//! The event loop's side of HLS/DASH: per rendition (one CMAF track), a window of
+//! segments, each the list of its parts' chunks (stored once; a segment is served as the
+//! concatenation of its parts, never copied).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::hls::{PartInfo, SegmentInfo};
+
+/// What a rendition is, for playlists and manifests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenditionInfo {
+    /// Path component: `v0`, `a1`, ...
+    pub id: String,
+    pub video: bool,
+    pub codec_string: String,
+    pub timescale: u32,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: Option<f64>,
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+/// One part: a CMAF chunk as buffers to write in order.
+#[derive(Clone, Debug)]
+pub struct PartData {
+    pub buffers: Vec<Bytes>,
+    pub len: u64,
+    pub duration_s: f64,
+    pub independent: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SegmentData {
+    pub msn: u64,
+    pub parts: Vec<PartData>,
+    pub complete: bool,
+    pub program_date_time_ms: i64,
+    pub discontinuity: bool,
+    pub init: u32,
+}
+
+impl SegmentData {
+    pub fn duration_s(&self) -> f64 {
+        self.parts.iter().map(|p| p.duration_s).sum()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Every buffer of every part, in order: the whole segment.
+    pub fn buffers(&self) -> Vec<Bytes> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.buffers.iter().cloned())
+            .collect()
+    }
+}
+
+/// A rendition's window of segments.
+#[derive(Debug)]
+pub struct Rendition {
+    pub info: RenditionInfo,
+    pub inits: BTreeMap<u32, Bytes>,
+    pub current_init: u32,
+    segments: VecDeque<SegmentData>,
+    window: usize,
+    /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
+    pub discontinuity_sequence: u64,
+    pending_discontinuity: bool,
+    pub ended: bool,
+    /// Bytes of complete segments seen, and their seconds, for BANDWIDTH.
+    peak_bps: f64,
+}
+
+impl Rendition {
+    pub fn new(info: RenditionInfo, init: Bytes, window: usize) -> Self {
+        let mut inits = BTreeMap::new();
+        inits.insert(0, init);
+        Rendition {
+            info,
+            inits,
+            current_init: 0,
+            segments: VecDeque::new(),
+            window: window.max(2),
+            discontinuity_sequence: 0,
+            pending_discontinuity: false,
+            ended: false,
+            peak_bps: 0.0,
+        }
+    }
+
+    /// A new init segment (new parameter sets, new tracks): the next segment follows a
+    /// discontinuity.
+    pub fn new_init(&mut self, init: Bytes) {
+        self.current_init += 1;
+        self.inits.insert(self.current_init, init);
+        self.pending_discontinuity = true;
+        self.close_last();
+    }
+
+    fn close_last(&mut self) {
+        if let Some(last) = self.segments.back_mut()
+            && !last.complete
+        {
+            last.complete = true;
+            let d = last.duration_s();
+            if d > 0.0 {
+                self.peak_bps = self.peak_bps.max(last.len() as f64 * 8.0 / d);
+            }
+        }
+    }
+
+    /// Appends a part. `starts_segment` closes the previous segment.
+    pub fn push_part(&mut self, msn: u64, part: PartData, starts_segment: bool, pdt_ms: i64) {
+        let need_new = starts_segment
+            || self
+                .segments
+                .back()
+                .is_none_or(|s| s.complete || s.msn != msn);
+        if need_new {
+            self.close_last();
+            self.segments.push_back(SegmentData {
+                msn,
+                parts: Vec::new(),
+                complete: false,
+                program_date_time_ms: pdt_ms,
+                discontinuity: std::mem::take(&mut self.pending_discontinuity),
+                init: self.current_init,
+            });
+            while self.segments.len() > self.window {
+                if let Some(old) = self.segments.pop_front()
+                    && old.discontinuity
+                {
+                    self.discontinuity_sequence += 1;
+                }
+                // Inits no segment in the window needs any more.
+                let oldest_init = self.segments.front().map_or(self.current_init, |s| s.init);
+                self.inits.retain(|&k, _| k >= oldest_init);
+            }
+        }
+        if let Some(last) = self.segments.back_mut() {
+            last.parts.push(part);
+        }
+    }
+
+    pub fn end(&mut self) {
+        self.close_last();
+        self.ended = true;
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentData> {
+        self.segments.iter()
+    }
+
+    pub fn segment(&self, msn: u64) -> Option<&SegmentData> {
+        let first = self.segments.front()?.msn;
+        self.segments
+            .get(usize::try_from(msn.checked_sub(first)?).ok()?)
+            .filter(|s| s.msn == msn)
+    }
+
+    pub fn part(&self, msn: u64, part: usize) -> Option<&PartData> {
+        self.segment(msn)?.parts.get(part)
+    }
+
+    /// The last segment's msn and its number of parts.
+    pub fn last_position(&self) -> Option<(u64, usize)> {
+        self.segments.back().map(|s| (s.msn, s.parts.len()))
+    }
+
+    /// Whether part `part` of segment `msn` exists (for blocking reload: a part index past
+    /// a complete segment's end means the first part of the next one).
+    pub fn has(&self, msn: u64, part: Option<usize>) -> bool {
+        let Some(last) = self.segments.back() else {
+            return false;
+        };
+        match part {
+            None => self.segment(msn).is_some_and(|s| s.complete) || msn < last.msn,
+            Some(p) => {
+                if msn < last.msn {
+                    return true;
+                }
+                msn == last.msn
+                    && (p < last.parts.len() || (last.complete && p >= last.parts.len()))
+            }
+        }
+    }
+
+    /// BANDWIDTH: the peak bit rate of complete segments so far.
+    pub fn bandwidth_bps(&self) -> u64 {
+        self.peak_bps.round() as u64
+    }
+
+    /// The playlist's view of the window.
+    pub fn playlist_segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|s| SegmentInfo {
+                msn: s.msn,
+                parts: s
+                    .parts
+                    .iter()
+                    .map(|p| PartInfo {
+                        duration_s: p.duration_s,
+                        independent: p.independent,
+                    })
+                    .collect(),
+                complete: s.complete,
+                duration_s: s.duration_s(),
+                program_date_time_ms: s.program_date_time_ms,
+                discontinuity: s.discontinuity,
+                init: s.init,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> RenditionInfo {
+        RenditionInfo {
+            id: "v0".into(),
+            video: true,
+            codec_string: "avc1.64001f".into(),
+            timescale: 90_000,
+            width: 320,
+            height: 240,
+            frame_rate: Some(25.0),
+            sample_rate: 0,
+            channels: 0,
+        }
+    }
+
+    fn part(len: usize) -> PartData {
+        PartData {
+            buffers: vec![Bytes::from(vec![0u8; len])],
+            len: len as u64,
+            duration_s: 0.2,
+            independent: false,
+        }
+    }
+
+    #[test]
+    fn segments_are_their_parts_and_the_window_is_bounded() {
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 3);
+        for msn in 0..5u64 {
+            for p in 0..10 {
+                r.push_part(msn, part(100), p == 0, msn as i64 * 2000);
+            }
+        }
+        let segs: Vec<u64> = r.segments().map(|s| s.msn).collect();
+        assert_eq!(segs, vec![2, 3, 4]);
+        assert!(r.segment(3).unwrap().complete);
+        assert!(!r.segment(4).unwrap().complete);
+        assert_eq!(r.segment(3).unwrap().len(), 1000);
+        assert_eq!(r.segment(3).unwrap().buffers().len(), 10);
+        assert!(r.segment(1).is_none());
+        assert_eq!(r.bandwidth_bps(), 4000);
+    }
+
+    #[test]
+    fn blocking_reload_positions() {
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 5);
+        r.push_part(0, part(10), true, 0);
+        r.push_part(0, part(10), false, 0);
+        assert!(r.has(0, Some(1)));
+        assert!(!r.has(0, Some(2)));
+        assert!(!r.has(0, None), "segment 0 is not complete");
+        r.push_part(1, part(10), true, 0);
+        assert!(r.has(0, None));
+        assert!(
+            r.has(0, Some(7)),
+            "a part past a complete segment's end is the next one's first"
+        );
+        assert!(r.has(1, Some(0)));
+        assert!(!r.has(1, Some(1)));
+        assert!(!r.has(2, Some(0)));
+    }
+
+    #[test]
+    fn a_new_init_marks_a_discontinuity_that_is_counted_when_it_leaves() {
+        let mut r = Rendition::new(info(), Bytes::from_static(b"i0"), 2);
+        r.push_part(0, part(10), true, 0);
+        r.new_init(Bytes::from_static(b"i1"));
+        r.push_part(1, part(10), true, 0);
+        let segs = r.playlist_segments();
+        assert!(segs[1].discontinuity);
+        assert_eq!(segs[1].init, 1);
+        r.push_part(2, part(10), true, 0);
+        r.push_part(3, part(10), true, 0);
+        assert_eq!(r.discontinuity_sequence, 1);
+        assert!(!r.inits.contains_key(&0), "init 0 is no longer needed");
+    }
+}
