@@ -8,7 +8,7 @@ set -euo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
-targets=(mkv_demux mkv_demux_chunked http_request http_body)
+targets=(mkv_demux mkv_demux_chunked http_request http_body codec_config)
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
 done

@@ -81,3 +81,152 @@ pub fn http_body(data: &[u8]) {
         }
     }
 }
+
+/// Every codec configuration parser on arbitrary bytes; the first byte picks the parser.
+/// Records that parse must survive a write and re-parse unchanged.
+pub fn codec_config(data: &[u8]) {
+    use crate::media::codec::{aac, av1, cmaf_info, flac, h264, h265, opus, vp9};
+    use crate::media::{AudioInfo, Codec, Track, VideoInfo};
+
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let half = rest.len() / 2;
+    let third = rest.len() / 3;
+    match pick % 15 {
+        0 => {
+            if let Ok(c) = h264::AvcDecoderConfig::parse(rest) {
+                assert_eq!(
+                    h264::AvcDecoderConfig::parse(&c.to_bytes()).as_ref(),
+                    Ok(&c)
+                );
+                for s in &c.sps {
+                    if let Ok(s) = h264::AvcSps::parse(s) {
+                        let _ = (s.codec_string(), s.reorder_frames(), s.frame_rate());
+                    }
+                }
+            }
+        }
+        1 => {
+            if let Ok(s) = h264::AvcSps::parse(rest) {
+                let _ = (s.codec_string(), s.reorder_frames(), s.frame_rate());
+            }
+        }
+        2 => {
+            if let Ok(b) = h264::build_avcc(&[&rest[..half]], &[&rest[half..]]) {
+                assert!(h264::AvcDecoderConfig::parse(&b).is_ok());
+            }
+        }
+        3 => {
+            if let Ok(c) = h265::HevcDecoderConfig::parse(rest) {
+                assert_eq!(
+                    h265::HevcDecoderConfig::parse(&c.to_bytes()).as_ref(),
+                    Ok(&c)
+                );
+                let _ = c.ptl.codec_string("hvc1");
+                let _ = c.with_complete_parameter_sets().to_bytes();
+            }
+        }
+        4 => {
+            if let Ok(s) = h265::HevcSps::parse(rest) {
+                let _ = s.ptl.codec_string("hvc1");
+            }
+        }
+        5 => {
+            let (a, b) = rest.split_at(third);
+            let (b, c) = b.split_at(third);
+            if let Ok(b) = h265::build_hvcc(&[a], &[b], &[c]) {
+                assert!(h265::HevcDecoderConfig::parse(&b).is_ok());
+            }
+        }
+        6 => {
+            if let Ok(a) = aac::AudioSpecificConfig::parse(rest) {
+                let _ = (a.codec_string(), a.channels(), a.output_sample_rate());
+            }
+        }
+        7 => {
+            if let [aot, r0, r1, r2, ch, ..] = *rest {
+                let rate = u32::from_be_bytes([0, r0, r1, r2]);
+                if let Ok(b) = aac::build_asc(aot, rate, u32::from(ch)) {
+                    let a = aac::AudioSpecificConfig::parse(&b).expect("a built ASC parses");
+                    assert_eq!((a.object_type, a.sample_rate), (aot, rate));
+                }
+            }
+        }
+        8 => {
+            if let Ok(h) = opus::OpusHead::parse(rest) {
+                let _ = h.dops_payload();
+            }
+        }
+        9 => {
+            if let Ok(k) = vp9::parse_keyframe(rest) {
+                let level = vp9::level_for(k.width, k.height, Some((30, 1)));
+                if let Ok(c) = vp9::Vp9Config::from_keyframe(&k, &Default::default(), level) {
+                    let _ = (c.codec_string_long(), c.vpcc_payload());
+                }
+            }
+        }
+        10 => {
+            let _ = vp9::Vp9CodecPrivate::parse(rest);
+        }
+        11 => {
+            if let Ok(c) = av1::Av1Config::parse(rest) {
+                assert_eq!(av1::Av1Config::parse(&c.to_bytes()).as_ref(), Ok(&c));
+                if let Ok(Some((s, _))) = av1::find_sequence_header(&c.config_obus) {
+                    let _ = c.codec_string_long(&s);
+                }
+            }
+        }
+        12 => {
+            let _ = av1::find_sequence_header(rest);
+        }
+        13 => {
+            if let Ok(c) = flac::FlacConfig::parse(rest) {
+                let _ = c.dfla_payload();
+            }
+        }
+        _ => {
+            // The entry point: the next byte picks the codec (and, in its top bits,
+            // whether there is a CodecPrivate and a keyframe), the one after it where the
+            // rest splits between the CodecPrivate and the first keyframe.
+            let [which, split, ref rest @ ..] = *rest else {
+                return;
+            };
+            let codecs = [
+                Codec::H264,
+                Codec::H265,
+                Codec::Vp9,
+                Codec::Av1,
+                Codec::Aac,
+                Codec::Opus,
+                Codec::Flac,
+                Codec::Mp3,
+            ];
+            let codec = codecs[usize::from(which & 0x3F) % codecs.len()];
+            let (private, keyframe) = rest.split_at(usize::from(split).min(rest.len()));
+            let track = Track {
+                codec,
+                codec_id: String::new(),
+                codec_private: (which & 0x80 == 0).then(|| bytes::Bytes::copy_from_slice(private)),
+                video: Some(VideoInfo {
+                    width: 320,
+                    height: 240,
+                    ..Default::default()
+                }),
+                audio: Some(AudioInfo {
+                    sample_rate: 48000.0,
+                    channels: 2,
+                    bit_depth: None,
+                }),
+                default_duration_ns: Some(40_000_000),
+                codec_delay_ns: None,
+                seek_pre_roll_ns: None,
+                language: None,
+            };
+            let keyframe = (which & 0x40 == 0).then_some(keyframe);
+            if let Ok(crate::media::codec::CmafTrack::Carried(info)) = cmaf_info(&track, keyframe) {
+                let _ = info.config.decoder_config();
+            }
+        }
+    }
+}

@@ -40,6 +40,12 @@ fn http_corpus() {
 }
 
 #[test]
+fn codec_config_corpus() {
+    let n = replay("codec_config", muxcast::fuzzing::codec_config);
+    println!("replayed {n} codec configuration inputs");
+}
+
+#[test]
 fn every_testdata_file_demuxes_in_any_chunking() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

@@ -6,6 +6,8 @@
 //! converts from both without loss worth measuring (an RTP tick rounds to < 0.5 ns and
 //! converts back exactly).
 
+pub mod codec;
+
 use bytes::Bytes;
 
 /// What kind of elementary stream a track carries.
