@@ -30,6 +30,7 @@
 //! dfLa, frame size, sample rate).
 
 mod fragment;
+mod from_codec;
 mod init;
 pub mod timing;
 
@@ -39,6 +40,7 @@ mod tests;
 pub use fragment::{
     Chunk, FragmentWriter, PrftSemantics, Sample, fragment, ntp_timestamp, prft, styp,
 };
+pub use from_codec::track_config;
 pub use init::{
     AudioParams, FlacParams, OpusMapping, OpusParams, SampleEntry, TrackConfig, VideoParams,
     Vp9Params, init_segment,
