@@ -9,8 +9,9 @@ use muxcast::app::spawn_stream;
 use muxcast::ingest::mkv::DemuxLimits;
 use muxcast::ingest::source::{Input, ReaderOptions};
 use muxcast::server::http::valid_stream_name;
-use muxcast::server::{Server, ServerOptions};
+use muxcast::server::{HlsOptions, Server, ServerOptions};
 use muxcast::stream::PublishOptions;
+use muxcast::stream::cmaf::SegmenterOptions;
 use muxcast::stream::live::WindowOptions;
 
 const HELP: &str = "\
@@ -28,6 +29,7 @@ INPUT (an unnamed input is the stream `live`):
 OUTPUT:
     GET /NAME/live.mkv    live Matroska (alias /NAME/mkv)
     GET /NAME/live.webm   live WebM, when every track is a WebM codec
+    GET /NAME/index.m3u8  HLS (fMP4/CMAF); /NAME/hls redirects to it
     GET /status.json      streams, tracks, clients
 
 OPTIONS:
@@ -42,6 +44,11 @@ OPTIONS:
     --header-timeout SECS   close a connection whose request is not complete
                             in this time, or idles this long between requests [default: 10]
     --max-clients N         connections beyond this get 503 [default: 1024]
+    --segment-duration SECS HLS/DASH segment length; cut at the first keyframe
+                            after it [default: 2]
+    --part-duration SECS    LL-HLS part (CMAF chunk) length [default: 0.2]
+    --window N              HLS/DASH segments kept per rendition [default: 10]
+    --no-hls                serve live MKV only
     --keep-running          keep serving after every input has ended
     -h, --help              print this help
     -V, --version           print the version
@@ -60,6 +67,10 @@ struct Cli {
     header_timeout: f64,
     max_clients: usize,
     keep_running: bool,
+    segment_duration: f64,
+    part_duration: f64,
+    window: usize,
+    hls: bool,
     inputs: Vec<(String, String)>,
 }
 
@@ -100,6 +111,10 @@ fn parse_cli() -> Result<Option<Cli>, String> {
         header_timeout: 10.0,
         max_clients: 1024,
         keep_running: false,
+        segment_duration: 2.0,
+        part_duration: 0.2,
+        window: 10,
+        hls: true,
         inputs: Vec::new(),
     };
     let mut parser = lexopt::Parser::from_env();
@@ -138,6 +153,25 @@ fn parse_cli() -> Result<Option<Cli>, String> {
             }
             Long("client-queue") => cli.client_queue = number(&mut parser, "--client-queue")?,
             Long("max-clients") => cli.max_clients = number(&mut parser, "--max-clients")?,
+            Long("segment-duration") => {
+                cli.segment_duration = seconds(&mut parser, "--segment-duration")?;
+                if !(0.5..=30.0).contains(&cli.segment_duration) {
+                    return Err("--segment-duration: must be between 0.5 and 30 seconds".into());
+                }
+            }
+            Long("part-duration") => {
+                cli.part_duration = seconds(&mut parser, "--part-duration")?;
+                if !(0.05..=2.0).contains(&cli.part_duration) {
+                    return Err("--part-duration: must be between 0.05 and 2 seconds".into());
+                }
+            }
+            Long("window") => {
+                cli.window = number(&mut parser, "--window")?;
+                if !(3..=1000).contains(&cli.window) {
+                    return Err("--window: must be between 3 and 1000 segments".into());
+                }
+            }
+            Long("no-hls") => cli.hls = false,
             Value(v) => {
                 let v = v.string().map_err(err)?;
                 let (name, spec) = match v.split_once('=') {
@@ -185,6 +219,11 @@ fn main() -> ExitCode {
             client_queue_bytes: cli.client_queue,
         },
         handle_signals: true,
+        hls: HlsOptions {
+            window: cli.window,
+            target_duration_s: cli.segment_duration.ceil() as u32,
+            part_target_s: cli.part_duration,
+        },
     };
     let mut server = match Server::bind(options) {
         Ok(s) => s,
@@ -199,6 +238,10 @@ fn main() -> ExitCode {
     };
     let publish_options = PublishOptions {
         audio_cluster_ms: (cli.audio_cluster * 1000.0) as u64,
+        cmaf: cli.hls.then_some(SegmenterOptions {
+            segment_ns: (cli.segment_duration * 1e9) as i64,
+            part_ns: (cli.part_duration * 1e9) as i64,
+        }),
     };
     for (name, spec) in &cli.inputs {
         let input = Input::parse(spec, cli.looped);

@@ -168,9 +168,77 @@ pub fn valid_stream_name(name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Status,
-    LiveMkv { stream: String, webm: bool },
-    Ingest { stream: String },
+    LiveMkv {
+        stream: String,
+        webm: bool,
+    },
+    Ingest {
+        stream: String,
+    },
+    /// `/NAME/index.m3u8`: the multivariant playlist.
+    HlsMultivariant {
+        stream: String,
+    },
+    /// `/NAME/hls`: the seed's short form, redirected to the multivariant playlist.
+    HlsRedirect {
+        stream: String,
+    },
+    /// `/NAME/R/...`: a rendition's media playlist, init segment, segment or part.
+    HlsRendition {
+        stream: String,
+        rendition: String,
+        resource: HlsResource,
+    },
     NotFound,
+}
+
+/// A resource of one rendition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HlsResource {
+    Playlist,
+    Init(u32),
+    Segment(u64),
+    Part(u64, usize),
+}
+
+impl HlsResource {
+    fn parse(leaf: &str) -> Option<HlsResource> {
+        if leaf == "index.m3u8" {
+            return Some(HlsResource::Playlist);
+        }
+        if let Some(n) = leaf
+            .strip_prefix("init")
+            .and_then(|r| r.strip_suffix(".mp4"))
+        {
+            return digits(n).map(HlsResource::Init);
+        }
+        if let Some(n) = leaf
+            .strip_prefix("seg")
+            .and_then(|r| r.strip_suffix(".m4s"))
+        {
+            return digits(n).map(HlsResource::Segment);
+        }
+        let rest = leaf.strip_prefix("part")?.strip_suffix(".m4s")?;
+        let (msn, part) = rest.split_once('.')?;
+        Some(HlsResource::Part(digits(msn)?, digits(part)?))
+    }
+}
+
+/// A plain decimal number: no sign, no spaces, at most 19 digits.
+fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The value of `key` in a query string (`a=1&b=2`), undecoded.
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 /// Routes a path as sent. It is split on `/` first and each segment decoded after, so an
@@ -191,6 +259,19 @@ pub fn route(raw_path: &str) -> Route {
     let (name, leaf) = match segments.as_slice() {
         [only] if only == "status.json" => return Route::Status,
         [name, leaf] => (name.as_str(), leaf.as_str()),
+        [name, rendition, leaf] => {
+            let ok = valid_stream_name(name)
+                && valid_stream_name(rendition)
+                && rendition.bytes().all(|b| b.is_ascii_alphanumeric());
+            return match (ok, HlsResource::parse(leaf)) {
+                (true, Some(resource)) => Route::HlsRendition {
+                    stream: name.clone(),
+                    rendition: rendition.clone(),
+                    resource,
+                },
+                _ => Route::NotFound,
+            };
+        }
         _ => return Route::NotFound,
     };
     if !valid_stream_name(name) {
@@ -204,6 +285,8 @@ pub fn route(raw_path: &str) -> Route {
         },
         "live.webm" | "webm" => Route::LiveMkv { stream, webm: true },
         "ingest" => Route::Ingest { stream },
+        "index.m3u8" => Route::HlsMultivariant { stream },
+        "hls" => Route::HlsRedirect { stream },
         _ => Route::NotFound,
     }
 }
@@ -259,6 +342,47 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.body, BodyFraming::Length(12));
+    }
+
+    #[test]
+    fn hls_routes_and_query_parameters() {
+        assert_eq!(
+            route("/cam/v0/part12.3.m4s"),
+            Route::HlsRendition {
+                stream: "cam".into(),
+                rendition: "v0".into(),
+                resource: HlsResource::Part(12, 3)
+            }
+        );
+        assert_eq!(
+            route("/cam/a1/seg7.m4s"),
+            Route::HlsRendition {
+                stream: "cam".into(),
+                rendition: "a1".into(),
+                resource: HlsResource::Segment(7)
+            }
+        );
+        assert_eq!(
+            route("/cam/index.m3u8"),
+            Route::HlsMultivariant {
+                stream: "cam".into()
+            }
+        );
+        for bad in [
+            "/cam/v0/seg-1.m4s",
+            "/cam/v0/seg+1.m4s",
+            "/cam/v0/part1.m4s",
+            "/cam/../seg1.m4s",
+            "/cam/v.0/seg1.m4s",
+            "/cam/v0/seg99999999999999999999.m4s",
+        ] {
+            assert_eq!(route(bad), Route::NotFound, "{bad}");
+        }
+        assert_eq!(
+            query_param("_HLS_msn=5&_HLS_part=2", "_HLS_part"),
+            Some("2")
+        );
+        assert_eq!(query_param("_HLS_skip=YES", "_HLS_msn"), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! responses without blocking. Reader threads reach it only through the update channel
 //! and its waker.
 
+mod hls;
 pub mod http;
 pub mod response;
 mod status;
@@ -22,7 +23,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::ingest::push::PushConn;
+use crate::stream::cmaf::CmafUpdate;
 use crate::stream::live::{Gop, LiveLog, Next, WindowOptions};
+use crate::stream::rendition::Rendition;
 use crate::stream::{InputState, LoopNotify, Update};
 use http::{BodyFraming, Method, Request, Route};
 
@@ -47,6 +50,26 @@ pub struct ServerOptions {
     pub window: WindowOptions,
     /// Install SIGINT/SIGTERM handlers (the binary does; tests use [`ShutdownHandle`]).
     pub handle_signals: bool,
+    pub hls: HlsOptions,
+}
+
+/// HLS serving settings (the segmenter's durations are the publisher's).
+#[derive(Clone, Debug)]
+pub struct HlsOptions {
+    /// Segments kept per rendition.
+    pub window: usize,
+    pub target_duration_s: u32,
+    pub part_target_s: f64,
+}
+
+impl Default for HlsOptions {
+    fn default() -> Self {
+        HlsOptions {
+            window: 10,
+            target_duration_s: 2,
+            part_target_s: 0.2,
+        }
+    }
 }
 
 /// How the event loop hands pushers to a push stream.
@@ -95,6 +118,8 @@ struct StreamSlot {
     stats: StreamStats,
     live_since: Option<Instant>,
     over: bool,
+    /// HLS/DASH renditions (empty until the first GOP, or when HLS/DASH are off).
+    renditions: Vec<Rendition>,
 }
 
 struct LiveCursor {
@@ -201,6 +226,7 @@ impl Server {
             stats: StreamStats::default(),
             live_since: None,
             over: false,
+            renditions: Vec::new(),
         });
         self.streams.len() - 1
     }
@@ -516,7 +542,75 @@ impl Server {
             }
             Route::LiveMkv { stream, webm } => self.start_live(token, &stream, webm, head_only),
             Route::Ingest { stream } => self.start_ingest(token, &stream, &req),
+            Route::HlsRedirect { stream } => {
+                let r = response::finite(
+                    302,
+                    "text/plain; charset=utf-8",
+                    b"",
+                    keep_alive,
+                    head_only,
+                    &format!("Location: /{stream}/index.m3u8\r\n"),
+                );
+                self.respond(token, r, keep_alive);
+                Flow::Open
+            }
+            Route::HlsMultivariant { stream } => {
+                let answer = match self.find_stream(&stream) {
+                    None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
+                    Some(id) => match hls::multivariant(&self.streams[id].renditions) {
+                        Some(text) => hls::Answer::playlist(text),
+                        None => hls::Answer::error_for(
+                            404,
+                            format!("stream {stream:?} has no HLS renditions (yet)"),
+                        ),
+                    },
+                };
+                self.answer(token, answer, keep_alive, head_only);
+                Flow::Open
+            }
+            Route::HlsRendition {
+                stream,
+                rendition,
+                resource,
+            } => {
+                let answer = match self.find_stream(&stream) {
+                    None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
+                    Some(id) => hls::rendition_resource(
+                        &self.streams[id].renditions,
+                        &rendition,
+                        resource,
+                        &self.options.hls,
+                    ),
+                };
+                self.answer(token, answer, keep_alive, head_only);
+                Flow::Open
+            }
             Route::NotFound => Flow::Close,
+        }
+    }
+
+    /// Queues a finite answer whose body is a list of shared buffers (a segment is its
+    /// parts' chunks, never copied into one).
+    fn answer(&mut self, token: Token, answer: hls::Answer, keep_alive: bool, head_only: bool) {
+        let len: usize = answer.body.iter().map(Bytes::len).sum();
+        let head = response::head(
+            answer.status,
+            answer.content_type,
+            len,
+            answer.cache_control,
+            keep_alive,
+        );
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        conn.out.push_back(head);
+        if !head_only {
+            conn.out
+                .extend(answer.body.into_iter().filter(|b| !b.is_empty()));
+        }
+        conn.phase = Phase::Response { keep_alive };
+        if !keep_alive {
+            conn.close_when_flushed = true;
         }
     }
 
@@ -797,6 +891,7 @@ impl Server {
                     }
                     slot.log.push(bytes, starts_gop, pts_ns);
                 }
+                Update::Cmaf(u) => apply_cmaf(slot, u, self.options.hls.window),
                 Update::End { error } => {
                     match &error {
                         Some(e) => warn!("stream {}: input {} failed: {e}", slot.name, slot.input),
@@ -862,6 +957,44 @@ fn raise_backlog(listener: &TcpListener) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Applies a CMAF update to a stream's renditions.
+fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
+    match update {
+        CmafUpdate::Renditions(list) => {
+            let same = slot.renditions.len() == list.len()
+                && slot
+                    .renditions
+                    .iter()
+                    .zip(&list)
+                    .all(|(r, (info, _))| r.info.id == info.id);
+            if same {
+                // Same renditions, new configuration: a new init and a discontinuity.
+                for (r, (info, init)) in slot.renditions.iter_mut().zip(list) {
+                    r.info = info;
+                    r.new_init(init);
+                }
+            } else {
+                slot.renditions = list
+                    .into_iter()
+                    .map(|(info, init)| Rendition::new(info, init, window))
+                    .collect();
+            }
+        }
+        CmafUpdate::Part {
+            rendition,
+            msn,
+            part,
+            starts_segment,
+            program_date_time_ms,
+        } => {
+            if let Some(r) = slot.renditions.get_mut(rendition) {
+                r.push_part(msn, part, starts_segment, program_date_time_ms);
+            }
+        }
+        CmafUpdate::End => slot.renditions.iter_mut().for_each(Rendition::end),
     }
 }
 

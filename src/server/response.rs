@@ -10,6 +10,7 @@ pub fn reason(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         204 => "No Content",
+        302 => "Found",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -43,6 +44,21 @@ pub fn finite(
         out.extend_from_slice(body);
     }
     Bytes::from(out)
+}
+
+/// The head of a finite response whose body is sent separately.
+pub fn head(
+    status: u16,
+    content_type: &str,
+    len: usize,
+    cache_control: &str,
+    keep_alive: bool,
+) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 {status} {}\r\n{COMMON}Content-Type: {content_type}\r\nContent-Length: {len}\r\nCache-Control: {cache_control}\r\nConnection: {}\r\n\r\n",
+        reason(status),
+        if keep_alive { "keep-alive" } else { "close" },
+    ))
 }
 
 /// A plain-text error with the reason in the body.

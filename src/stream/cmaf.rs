@@ -9,9 +9,17 @@
 //! (to within one audio frame).
 
 use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::mux::fmp4::timing::ticks_to_ns;
-use crate::mux::fmp4::{Chunk, FragmentWriter, Sample};
+use bytes::Bytes;
+
+use super::rendition::{PartData, RenditionInfo};
+use crate::media::codec::{CmafTrack, cmaf_info};
+use crate::media::{Codec, Track};
+use crate::mux::fmp4::timing::{
+    AudioTimer, DtsReorder, ReorderDepth, TimeMap, ns_to_ticks, opus_packet_samples, ticks_to_ns,
+};
+use crate::mux::fmp4::{Chunk, FragmentWriter, Sample, init_segment, track_config};
 
 /// Where a cut falls and what it starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,20 +80,26 @@ pub struct Segmenter {
 const MAX_PENDING_CUTS: usize = 256;
 
 impl Segmenter {
-    /// `timescales[i]` is track i's timescale; `leader` the track whose cuts rule.
-    pub fn new(options: SegmenterOptions, timescales: &[u32], leader: usize) -> Self {
+    /// `timescales[i]` is track i's timescale; `leader` the track whose cuts rule;
+    /// `first_msn` the media sequence number of the first segment.
+    pub fn new(
+        options: SegmenterOptions,
+        timescales: &[u32],
+        leader: usize,
+        first_msn: u64,
+    ) -> Self {
         Segmenter {
             options,
             leader,
             tracks: timescales
                 .iter()
-                .enumerate()
-                .map(|(i, &timescale)| TrackState {
+                .map(|&timescale| TrackState {
                     timescale,
-                    writer: FragmentWriter::new(i as u32 + 1),
+                    // Every rendition is its own CMAF track file with one track, id 1.
+                    writer: FragmentWriter::new(1),
                     pending: Vec::new(),
                     pending_start_ns: None,
-                    msn: 0,
+                    msn: first_msn,
                     part: 0,
                     cuts: VecDeque::new(),
                     started: false,
@@ -235,7 +249,7 @@ mod tests {
     /// 25 fps video (3600 ticks at 90 kHz) with a keyframe every `gop` frames, and 48 kHz
     /// AAC (1024-sample frames), interleaved by time. Returns every part produced.
     fn run(frames: u64, gop: u64) -> Vec<PartOut> {
-        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0);
+        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0);
         let mut parts = Vec::new();
         let mut audio = 0u64;
         for f in 0..frames {
@@ -320,10 +334,282 @@ mod tests {
 
     #[test]
     fn a_silent_follower_does_not_collect_cuts_without_bound() {
-        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0);
+        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0);
         for f in 0..10_000u64 {
             s.push(0, sample(f * 3600, 3600, f % 50 == 0));
         }
         assert!(s.tracks[1].cuts.len() <= MAX_PENDING_CUTS);
+    }
+}
+
+/// A rendition and its init segment.
+pub type RenditionInit = (RenditionInfo, Bytes);
+
+/// What the CMAF side of a stream hands to the event loop.
+#[derive(Debug)]
+pub enum CmafUpdate {
+    /// A new set of renditions (the first, or after the tracks changed): their init
+    /// segments. Renditions are in track order; tracks fMP4 cannot carry are left out.
+    Renditions(Vec<RenditionInit>),
+    /// A finished part of rendition `rendition` (index into the last `Renditions`).
+    Part {
+        rendition: usize,
+        msn: u64,
+        part: PartData,
+        starts_segment: bool,
+        program_date_time_ms: i64,
+    },
+    /// The input ended: the last parts were sent; every segment is complete.
+    End,
+}
+
+enum Timing {
+    Video(DtsReorder),
+    Audio { timer: AudioTimer, codec: Codec },
+}
+
+struct PipelineTrack {
+    /// Index among the renditions (None: not carried).
+    rendition: Option<usize>,
+    timing: Timing,
+    map: TimeMap,
+}
+
+impl PipelineTrack {
+    /// A track HLS/DASH do not carry: its frames are ignored.
+    fn left_out() -> Self {
+        PipelineTrack {
+            rendition: None,
+            timing: Timing::Audio {
+                timer: AudioTimer::new(),
+                codec: Codec::Pcm,
+            },
+            map: TimeMap::new(1000, 0),
+        }
+    }
+}
+
+/// From a stream's frames (output timeline, ns) to CMAF parts: per track, decode times
+/// (rebuilt for B-frames) and sample durations in the track's timescale, then the
+/// segmenter's cuts, then `moof`+`mdat` chunks.
+pub struct CmafPipeline {
+    tracks: Vec<PipelineTrack>,
+    segmenter: Segmenter,
+    /// Which segmenter track each rendition is.
+    rendition_track: Vec<usize>,
+    timescales: Vec<u32>,
+    wall_anchor: Option<(i64, i64)>,
+}
+
+fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl CmafPipeline {
+    /// Builds the pipeline for `tracks` when the first keyframe (`keyframe`, of track
+    /// `keyframe_track`) is known: VP9's configuration is read from it. Returns the
+    /// renditions' init segments too, and one warning line per track left out.
+    pub fn new(
+        tracks: &[Track],
+        keyframe_track: usize,
+        keyframe: &[u8],
+        options: SegmenterOptions,
+        first_msn: u64,
+    ) -> (Option<(CmafPipeline, Vec<RenditionInit>)>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut pipeline_tracks: Vec<PipelineTrack> = Vec::new();
+        let mut renditions = Vec::new();
+        let mut timescales = Vec::new();
+        let mut rendition_track = Vec::new();
+        for (i, track) in tracks.iter().enumerate() {
+            let key = (i == keyframe_track).then_some(keyframe);
+            let info = match cmaf_info(track, key) {
+                Ok(CmafTrack::Carried(info)) => info,
+                Ok(CmafTrack::NotCarried(why)) => {
+                    warnings.push(format!("track {}: {why}", i + 1));
+                    pipeline_tracks.push(PipelineTrack::left_out());
+                    continue;
+                }
+                Err(e) => {
+                    warnings.push(format!("track {}: left out of HLS/DASH: {e}", i + 1));
+                    pipeline_tracks.push(PipelineTrack::left_out());
+                    continue;
+                }
+            };
+            let config = track_config(&info, 1);
+            let init = match init_segment(&config) {
+                Ok(b) => b,
+                Err(e) => {
+                    warnings.push(format!("track {}: left out of HLS/DASH: {e}", i + 1));
+                    pipeline_tracks.push(PipelineTrack::left_out());
+                    continue;
+                }
+            };
+            let video = info.video.is_some();
+            let timing = match &info.video {
+                Some(v) => {
+                    let frame = track
+                        .default_duration_ns
+                        .and_then(|d| u32::try_from(ns_to_ticks(d as i64, info.timescale)).ok());
+                    let depth = if v.reorder_frames > 0 {
+                        ReorderDepth::Fixed(v.reorder_frames as usize)
+                    } else {
+                        // Without VUI the SPS does not say; learn it from the stream.
+                        ReorderDepth::Adaptive {
+                            initial: 0,
+                            probe: 16,
+                        }
+                    };
+                    Timing::Video(DtsReorder::new(depth).with_frame_duration(frame))
+                }
+                None => Timing::Audio {
+                    timer: AudioTimer::new(),
+                    codec: track.codec,
+                },
+            };
+            let frame_rate = info
+                .video
+                .as_ref()
+                .and_then(|v| v.frame_rate)
+                .and_then(|(n, d)| (d != 0).then(|| f64::from(n) / f64::from(d)));
+            let id = format!("{}{}", if video { "v" } else { "a" }, i);
+            renditions.push((
+                RenditionInfo {
+                    id,
+                    video,
+                    codec_string: info.codec_string.clone(),
+                    timescale: info.timescale,
+                    width: info.video.as_ref().map_or(0, |v| v.width),
+                    height: info.video.as_ref().map_or(0, |v| v.height),
+                    frame_rate,
+                    sample_rate: info.audio.as_ref().map_or(0, |a| a.sample_rate),
+                    channels: info.audio.as_ref().map_or(0, |a| a.channels),
+                },
+                init,
+            ));
+            pipeline_tracks.push(PipelineTrack {
+                rendition: Some(renditions.len() - 1),
+                timing,
+                map: TimeMap::new(info.timescale, 0),
+            });
+            rendition_track.push(timescales.len());
+            timescales.push(info.timescale);
+        }
+        if renditions.is_empty() {
+            return (None, warnings);
+        }
+        let leader = renditions.iter().position(|(r, _)| r.video).unwrap_or(0);
+        let pipeline = CmafPipeline {
+            tracks: pipeline_tracks,
+            segmenter: Segmenter::new(options, &timescales, leader, first_msn),
+            rendition_track,
+            timescales,
+            wall_anchor: None,
+        };
+        (Some((pipeline, renditions)), warnings)
+    }
+
+    fn pdt_ms(&mut self, start_ns: i64) -> i64 {
+        let (wall, media) = *self.wall_anchor.get_or_insert((unix_ms_now(), start_ns));
+        wall + (start_ns - media) / 1_000_000
+    }
+
+    fn parts_to_updates(&mut self, parts: Vec<PartOut>, out: &mut Vec<CmafUpdate>) {
+        for p in parts {
+            let ts = self.timescales.get(p.track).copied().unwrap_or(1).max(1);
+            let pdt = self.pdt_ms(p.start_ns);
+            out.push(CmafUpdate::Part {
+                rendition: p.track,
+                msn: p.msn,
+                part: PartData {
+                    len: p.chunk.len,
+                    buffers: p.chunk.buffers,
+                    duration_s: p.duration_ticks as f64 / f64::from(ts),
+                    independent: p.independent,
+                },
+                starts_segment: p.starts_segment,
+                program_date_time_ms: pdt,
+            });
+        }
+    }
+
+    /// One frame of stream track `track` at `pts_ns` on the output timeline.
+    pub fn push(
+        &mut self,
+        track: usize,
+        pts_ns: i64,
+        keyframe: bool,
+        data: Bytes,
+    ) -> Vec<CmafUpdate> {
+        let mut out = Vec::new();
+        let Some(t) = self.tracks.get_mut(track) else {
+            return out;
+        };
+        let Some(rendition) = t.rendition else {
+            return out;
+        };
+        let pts = t.map.ticks(pts_ns);
+        let mut samples = Vec::new();
+        match &mut t.timing {
+            Timing::Video(reorder) => {
+                reorder.push(pts, keyframe, data);
+                while let Some(s) = reorder.pop() {
+                    samples.push(s);
+                }
+            }
+            Timing::Audio { timer, codec } => {
+                let frame_len = match codec {
+                    Codec::Aac => Some(1024),
+                    Codec::Opus => opus_packet_samples(&data),
+                    _ => None,
+                };
+                timer.push(pts, frame_len, data);
+                while let Some(s) = timer.pop() {
+                    samples.push(s);
+                }
+            }
+        }
+        let seg_track = self.rendition_track[rendition];
+        for s in samples {
+            let parts = self.segmenter.push(seg_track, s);
+            self.parts_to_updates(parts, &mut out);
+        }
+        out
+    }
+
+    /// The input ended: flush every track and close the last segments.
+    pub fn finish(&mut self) -> Vec<CmafUpdate> {
+        let mut out = Vec::new();
+        for i in 0..self.tracks.len() {
+            let Some(rendition) = self.tracks[i].rendition else {
+                continue;
+            };
+            let mut samples = Vec::new();
+            match &mut self.tracks[i].timing {
+                Timing::Video(r) => {
+                    r.flush(None);
+                    while let Some(s) = r.pop() {
+                        samples.push(s);
+                    }
+                }
+                Timing::Audio { timer, .. } => {
+                    timer.flush(None);
+                    while let Some(s) = timer.pop() {
+                        samples.push(s);
+                    }
+                }
+            }
+            let seg_track = self.rendition_track[rendition];
+            for s in samples {
+                let parts = self.segmenter.push(seg_track, s);
+                self.parts_to_updates(parts, &mut out);
+            }
+        }
+        let parts = self.segmenter.finish();
+        self.parts_to_updates(parts, &mut out);
+        out.push(CmafUpdate::End);
+        out
     }
 }

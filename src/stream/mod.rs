@@ -66,6 +66,8 @@ pub enum Update {
         starts_gop: bool,
         pts_ns: i64,
     },
+    /// HLS/DASH: renditions and their parts.
+    Cmaf(cmaf::CmafUpdate),
     /// The input ended for good (`error` says why when it failed).
     End {
         error: Option<String>,
@@ -97,6 +99,8 @@ impl Notify for LoopNotify {
 pub struct PublishOptions {
     /// Audio-only streams are cut into clusters of this length.
     pub audio_cluster_ms: u64,
+    /// CMAF segment and part durations; None leaves HLS/DASH off.
+    pub cmaf: Option<cmaf::SegmenterOptions>,
 }
 
 /// The reader-thread side of one stream: turns demuxed tracks and frames into updates.
@@ -108,6 +112,11 @@ pub struct Publisher {
     writer: Option<ClusterWriter>,
     timeline: Timeline,
     live: bool,
+    cmaf: Option<cmaf::CmafPipeline>,
+    /// The track set changed: build a new CMAF pipeline at the next GOP start.
+    cmaf_rebuild: bool,
+    /// The next segment's media sequence number: it never goes back, across pipelines.
+    next_msn: u64,
 }
 
 impl Publisher {
@@ -120,6 +129,9 @@ impl Publisher {
             writer: None,
             timeline: Timeline::default(),
             live: false,
+            cmaf: None,
+            cmaf_rebuild: false,
+            next_msn: 0,
         }
     }
 
@@ -157,6 +169,8 @@ impl Publisher {
         self.writer = Some(ClusterWriter::new(&tracks, self.options.audio_cluster_ms));
         self.timeline.set_track_count(tracks.len());
         self.tracks = Some(tracks);
+        self.finish_cmaf();
+        self.cmaf_rebuild = self.options.cmaf.is_some();
         self.notify.send(self.stream, Update::Headers(headers));
     }
 
@@ -176,6 +190,13 @@ impl Publisher {
             if !self.live {
                 self.state(InputState::Live);
             }
+            if written.starts_gop && self.cmaf_rebuild {
+                self.start_cmaf(frame.track, &frame.data);
+            }
+            if let Some(pipeline) = &mut self.cmaf {
+                let updates = pipeline.push(frame.track, pts, frame.keyframe, frame.data.clone());
+                self.send_cmaf(updates);
+            }
             self.notify.send(
                 self.stream,
                 Update::Chunk {
@@ -188,7 +209,49 @@ impl Publisher {
         Some(pts)
     }
 
+    fn send_cmaf(&mut self, updates: Vec<cmaf::CmafUpdate>) {
+        for u in updates {
+            if let cmaf::CmafUpdate::Part { msn, .. } = &u {
+                self.next_msn = self.next_msn.max(msn + 1);
+            }
+            self.notify.send(self.stream, Update::Cmaf(u));
+        }
+    }
+
+    fn start_cmaf(&mut self, track: usize, keyframe: &[u8]) {
+        self.cmaf_rebuild = false;
+        let (Some(options), Some(tracks)) = (self.options.cmaf, &self.tracks) else {
+            return;
+        };
+        let (built, warnings) =
+            cmaf::CmafPipeline::new(tracks, track, keyframe, options, self.next_msn);
+        for w in warnings {
+            log::warn!("stream {}: {w}", self.stream);
+        }
+        if let Some((pipeline, renditions)) = built {
+            self.cmaf = Some(pipeline);
+            self.notify.send(
+                self.stream,
+                Update::Cmaf(cmaf::CmafUpdate::Renditions(renditions)),
+            );
+        }
+    }
+
+    /// Closes the current CMAF pipeline's last parts (the track set changed or the input
+    /// ended).
+    fn finish_cmaf(&mut self) {
+        if let Some(mut pipeline) = self.cmaf.take() {
+            let mut updates = pipeline.finish();
+            // The next pipeline goes on; only the input's end ends the renditions.
+            updates.retain(|u| !matches!(u, cmaf::CmafUpdate::End));
+            self.send_cmaf(updates);
+        }
+    }
+
     pub fn end(&mut self, error: Option<String>) {
+        self.finish_cmaf();
+        self.notify
+            .send(self.stream, Update::Cmaf(cmaf::CmafUpdate::End));
         self.notify.send(self.stream, Update::End { error });
     }
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use muxcast::app::spawn_stream;
 use muxcast::ingest::mkv::DemuxLimits;
 use muxcast::ingest::source::{Input, ReaderOptions};
-use muxcast::server::{Server, ServerOptions, ShutdownHandle};
+use muxcast::server::{HlsOptions, Server, ServerOptions, ShutdownHandle};
 use muxcast::stream::PublishOptions;
+use muxcast::stream::cmaf::SegmenterOptions;
 use muxcast::stream::live::WindowOptions;
 
 pub struct TestServer {
@@ -99,6 +100,7 @@ pub fn start(setup: Setup, streams: Vec<(&str, Input)>) -> TestServer {
                 client_queue_bytes: setup.client_queue,
             },
             handle_signals: false,
+            hls: HlsOptions::default(),
         };
         let mut server = Server::bind(options)?;
         for (name, input) in streams {
@@ -112,6 +114,10 @@ pub fn start(setup: Setup, streams: Vec<(&str, Input)>) -> TestServer {
                 },
                 PublishOptions {
                     audio_cluster_ms: 2000,
+                    cmaf: Some(SegmenterOptions {
+                        segment_ns: 2_000_000_000,
+                        part_ns: 200_000_000,
+                    }),
                 },
             )?;
         }
