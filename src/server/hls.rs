@@ -5,9 +5,11 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
+use std::time::{Duration, Instant};
+
 use super::HlsOptions;
-use super::http::HlsResource;
-use crate::stream::hls::{PlaylistSettings, media_playlist};
+use super::http::{HlsResource, query_param};
+use crate::stream::hls::{PlaylistSettings, RenditionReport, media_playlist};
 use crate::stream::rendition::Rendition;
 
 /// A finite answer: status, content type, cache policy, body buffers.
@@ -130,7 +132,201 @@ fn bandwidth(r: &Rendition) -> u64 {
     }
 }
 
-/// A rendition's resource.
+/// What a blocked LL-HLS request waits for.
+#[derive(Clone, Debug)]
+pub enum Want {
+    /// A playlist that holds segment `msn` (complete) or its part `part`.
+    Playlist {
+        msn: u64,
+        part: Option<usize>,
+        skip: bool,
+    },
+    /// A part that does not exist yet (the preload hint, or a client ahead of it).
+    Part { msn: u64, part: usize },
+}
+
+/// A request held in the event loop until a part is published or its deadline passes.
+#[derive(Clone, Debug)]
+pub struct Waiter {
+    pub stream: usize,
+    pub rendition: String,
+    pub want: Want,
+    pub deadline: Instant,
+    pub keep_alive: bool,
+    pub head_only: bool,
+}
+
+pub enum Outcome {
+    Answer(Answer),
+    Wait(Waiter),
+}
+
+fn settings(options: &HlsOptions) -> PlaylistSettings {
+    PlaylistSettings {
+        target_duration_s: options.target_duration_s,
+        part_target_s: options.part_target_s,
+        low_latency: true,
+    }
+}
+
+fn render(renditions: &[Rendition], r: &Rendition, skip: bool, options: &HlsOptions) -> Answer {
+    let reports: Vec<RenditionReport> = renditions
+        .iter()
+        .filter(|o| o.info.id != r.info.id)
+        .filter_map(|o| {
+            let (msn, parts) = o.last_position()?;
+            Some(RenditionReport {
+                uri: format!("../{}/index.m3u8", o.info.id),
+                last_msn: msn,
+                last_part: parts.checked_sub(1),
+            })
+        })
+        .collect();
+    let body = media_playlist(
+        &settings(options),
+        &r.playlist_segments(),
+        r.discontinuity_sequence,
+        skip,
+        r.ended,
+        &reports,
+    );
+    Answer::text(200, PLAYLIST_TYPE, PLAYLIST_CACHE, body)
+}
+
+fn media(body: Vec<Bytes>) -> Answer {
+    Answer {
+        status: 200,
+        content_type: "video/mp4",
+        cache_control: MEDIA_CACHE,
+        body,
+    }
+}
+
+/// How long a blocked request may wait: three target durations (then 503).
+fn block_limit(options: &HlsOptions) -> Duration {
+    Duration::from_secs(3 * u64::from(options.target_duration_s.max(1)))
+}
+
+/// Answers a rendition's resource at once, or says what to wait for.
+pub fn request(
+    renditions: &[Rendition],
+    id: &str,
+    resource: HlsResource,
+    query: &str,
+    options: &HlsOptions,
+    now: Instant,
+) -> Outcome {
+    let Some(r) = renditions.iter().find(|r| r.info.id == id) else {
+        return Outcome::Answer(Answer::error(404, format!("no rendition {id:?}")));
+    };
+    let waiter = |want| Waiter {
+        stream: 0,
+        rendition: id.to_string(),
+        want,
+        deadline: now + block_limit(options),
+        keep_alive: false,
+        head_only: false,
+    };
+    match resource {
+        HlsResource::Playlist => {
+            let msn = query_param(query, "_HLS_msn");
+            let part = query_param(query, "_HLS_part");
+            let skip = matches!(query_param(query, "_HLS_skip"), Some("YES" | "v2"));
+            let (msn, part) = match (msn, part) {
+                (None, None) => return Outcome::Answer(render(renditions, r, skip, options)),
+                (None, Some(_)) => {
+                    return Outcome::Answer(Answer::error(
+                        400,
+                        "_HLS_part without _HLS_msn".into(),
+                    ));
+                }
+                (Some(m), p) => {
+                    let Ok(m) = m.parse::<u64>() else {
+                        return Outcome::Answer(Answer::error(400, format!("bad _HLS_msn {m:?}")));
+                    };
+                    let p = match p.map(str::parse::<usize>) {
+                        None => None,
+                        Some(Ok(p)) => Some(p),
+                        Some(Err(_)) => {
+                            return Outcome::Answer(Answer::error(400, "bad _HLS_part".into()));
+                        }
+                    };
+                    (m, p)
+                }
+            };
+            // With the stream over, the directives are ignored.
+            if r.ended || r.has(msn, part) {
+                return Outcome::Answer(render(renditions, r, skip, options));
+            }
+            let last = r.last_position().map_or(0, |(m, _)| m);
+            // Advance limit: no further than two segments past the last one.
+            if msn > last + 2 {
+                return Outcome::Answer(Answer::error(
+                    400,
+                    format!("_HLS_msn={msn} is beyond the advance limit (last segment {last})"),
+                ));
+            }
+            Outcome::Wait(waiter(Want::Playlist { msn, part, skip }))
+        }
+        HlsResource::Part(msn, part) => {
+            if let Some(p) = r.part(msn, part) {
+                return Outcome::Answer(media(p.buffers.clone()));
+            }
+            // A part that can still come (the preload hint, or a little ahead of it) is
+            // held until it exists: a hinted part is never a 404.
+            let (last, parts) = r.last_position().unwrap_or((0, 0));
+            let can_come =
+                !r.ended && (msn > last || (msn == last && part >= parts)) && msn <= last + 2;
+            if can_come {
+                Outcome::Wait(waiter(Want::Part { msn, part }))
+            } else {
+                Outcome::Answer(Answer::error(404, format!("no part {msn}.{part}")))
+            }
+        }
+        other => Outcome::Answer(rendition_resource(renditions, id, other, options)),
+    }
+}
+
+/// The answer to a waiter if what it waits for now exists.
+pub fn retry(
+    renditions: &[Rendition],
+    w: &Waiter,
+    options: &HlsOptions,
+    _now: Instant,
+) -> Option<Answer> {
+    let Some(r) = renditions.iter().find(|r| r.info.id == w.rendition) else {
+        return Some(Answer::error(
+            404,
+            format!("no rendition {:?}", w.rendition),
+        ));
+    };
+    match w.want {
+        Want::Playlist { msn, part, skip } => {
+            (r.ended || r.has(msn, part)).then(|| render(renditions, r, skip, options))
+        }
+        Want::Part { msn, part } => match r.part(msn, part) {
+            Some(p) => Some(media(p.buffers.clone())),
+            // Went past it: the segment closed with fewer parts, or the stream ended.
+            None if r.ended
+                || r.has(msn, None)
+                || r.last_position().is_some_and(|(m, _)| m > msn) =>
+            {
+                Some(Answer::error(404, format!("no part {msn}.{part}")))
+            }
+            None => None,
+        },
+    }
+}
+
+/// What a waiter gets when its deadline passes.
+pub fn timeout_answer(w: &Waiter) -> Answer {
+    Answer::error(
+        503,
+        format!("{:?} did not become available in time", w.want),
+    )
+}
+
+/// A rendition's resource./// A rendition's resource.
 pub fn rendition_resource(
     renditions: &[Rendition],
     id: &str,
@@ -141,23 +337,7 @@ pub fn rendition_resource(
         return Answer::error(404, format!("no rendition {id:?}"));
     };
     match resource {
-        HlsResource::Playlist => {
-            let settings = PlaylistSettings {
-                target_duration_s: options.target_duration_s,
-                part_target_s: options.part_target_s,
-                // Blocking playlist reload is not served yet: no LL-HLS tags until it is.
-                low_latency: false,
-            };
-            let body = media_playlist(
-                &settings,
-                &r.playlist_segments(),
-                r.discontinuity_sequence,
-                false,
-                r.ended,
-                &[],
-            );
-            Answer::text(200, PLAYLIST_TYPE, PLAYLIST_CACHE, body)
-        }
+        HlsResource::Playlist => render(renditions, r, false, options),
         HlsResource::Init(n) => match r.inits.get(&n) {
             Some(b) => Answer {
                 status: 200,

@@ -120,6 +120,8 @@ struct StreamSlot {
     over: bool,
     /// HLS/DASH renditions (empty until the first GOP, or when HLS/DASH are off).
     renditions: Vec<Rendition>,
+    /// Connections waiting for a part of this stream.
+    waiters: Vec<Token>,
 }
 
 struct LiveCursor {
@@ -146,6 +148,9 @@ enum Phase {
         keep_alive: bool,
     },
     Live(LiveCursor),
+    /// An LL-HLS request held until its playlist update or part exists (blocking
+    /// playlist reload, preload hint): a waiter record, woken when a part is published.
+    Waiting(hls::Waiter),
 }
 
 struct Conn {
@@ -227,6 +232,7 @@ impl Server {
             live_since: None,
             over: false,
             renditions: Vec::new(),
+            waiters: Vec::new(),
         });
         self.streams.len() - 1
     }
@@ -345,6 +351,10 @@ impl Server {
                     continue;
                 }
                 Phase::Response { .. } => conn.close_when_flushed = true,
+                Phase::Waiting(_) => {
+                    self.close(Token(key));
+                    continue;
+                }
             }
             self.flush(Token(key));
         }
@@ -573,16 +583,43 @@ impl Server {
                 rendition,
                 resource,
             } => {
-                let answer = match self.find_stream(&stream) {
-                    None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
-                    Some(id) => hls::rendition_resource(
-                        &self.streams[id].renditions,
-                        &rendition,
-                        resource,
-                        &self.options.hls,
-                    ),
+                let Some(id) = self.find_stream(&stream) else {
+                    let answer = hls::Answer::error_for(404, format!("no stream named {stream:?}"));
+                    self.answer(token, answer, keep_alive, head_only);
+                    return Flow::Open;
                 };
-                self.answer(token, answer, keep_alive, head_only);
+                let now = Instant::now();
+                let outcome = hls::request(
+                    &self.streams[id].renditions,
+                    &rendition,
+                    resource,
+                    &req.query,
+                    &self.options.hls,
+                    now,
+                );
+                match outcome {
+                    hls::Outcome::Answer(answer) => {
+                        self.answer(token, answer, keep_alive, head_only)
+                    }
+                    hls::Outcome::Wait(mut waiter) => {
+                        let slot = &mut self.streams[id];
+                        if slot.waiters.len() >= MAX_WAITERS_PER_STREAM {
+                            let answer = hls::Answer::error_for(
+                                503,
+                                "too many blocked requests on this stream".into(),
+                            );
+                            self.answer(token, answer, keep_alive, head_only);
+                            return Flow::Open;
+                        }
+                        waiter.stream = id;
+                        waiter.keep_alive = keep_alive;
+                        waiter.head_only = head_only;
+                        slot.waiters.push(token);
+                        if let Some(conn) = self.conns.get_mut(token.0) {
+                            conn.phase = Phase::Waiting(waiter);
+                        }
+                    }
+                }
                 Flow::Open
             }
             Route::NotFound => Flow::Close,
@@ -772,7 +809,7 @@ impl Server {
                 }
             }
             match &mut conn.phase {
-                Phase::Request => return Flow::Open,
+                Phase::Request | Phase::Waiting(_) => return Flow::Open,
                 Phase::Response { keep_alive } => {
                     if !*keep_alive || conn.close_when_flushed && self.shutting_down.is_some() {
                         return Flow::Close;
@@ -852,6 +889,12 @@ impl Server {
         {
             slot.subscribers.swap_remove(pos);
         }
+        if let Phase::Waiting(w) = &conn.phase
+            && let Some(slot) = self.streams.get_mut(w.stream)
+            && let Some(pos) = slot.waiters.iter().position(|t| *t == token)
+        {
+            slot.waiters.swap_remove(pos);
+        }
     }
 
     fn drain_updates(&mut self) {
@@ -906,6 +949,9 @@ impl Server {
                 touched.push(id);
             }
         }
+        for &id in &touched {
+            self.wake_waiters(id, Instant::now(), false);
+        }
         for id in touched {
             let subs = self.streams[id].subscribers.clone();
             for token in subs {
@@ -920,7 +966,43 @@ impl Server {
         }
     }
 
+    /// Answers the waiters of stream `id` whose part or playlist update now exists, and,
+    /// past their deadline (or when `all`), those that waited in vain.
+    fn wake_waiters(&mut self, id: usize, now: Instant, all: bool) {
+        let tokens = std::mem::take(&mut self.streams[id].waiters);
+        let mut still = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                continue;
+            };
+            let Phase::Waiting(waiter) = &conn.phase else {
+                continue;
+            };
+            let slot = &self.streams[id];
+            let answer = match hls::retry(&slot.renditions, waiter, &self.options.hls, now) {
+                Some(answer) => answer,
+                None if all || now >= waiter.deadline => hls::timeout_answer(waiter),
+                None => {
+                    still.push(token);
+                    continue;
+                }
+            };
+            let (keep_alive, head_only) = (waiter.keep_alive, waiter.head_only);
+            self.answer(token, answer, keep_alive, head_only);
+            if let Flow::Close = self.drive(token) {
+                self.close(token);
+            }
+        }
+        self.streams[id].waiters.extend(still);
+    }
+
     fn sweep(&mut self, now: Instant) {
+        for id in 0..self.streams.len() {
+            if !self.streams[id].waiters.is_empty() {
+                let over = self.streams[id].over;
+                self.wake_waiters(id, now, over);
+            }
+        }
         let mut expired = Vec::new();
         for (key, conn) in self.conns.iter() {
             let timed_out = match conn.phase {
@@ -941,6 +1023,9 @@ impl Server {
         }
     }
 }
+
+/// LL-HLS requests one stream may hold blocked at once; more get 503.
+const MAX_WAITERS_PER_STREAM: usize = 4096;
 
 /// Pending connections the kernel may queue for us (it caps this at net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -988,10 +1073,14 @@ fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
             msn,
             part,
             starts_segment,
+            ends_segment,
             program_date_time_ms,
         } => {
             if let Some(r) = slot.renditions.get_mut(rendition) {
                 r.push_part(msn, part, starts_segment, program_date_time_ms);
+                if ends_segment {
+                    r.close_segment();
+                }
             }
         }
         CmafUpdate::End => slot.renditions.iter_mut().for_each(Rendition::end),

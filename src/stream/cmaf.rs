@@ -52,6 +52,8 @@ pub struct PartOut {
     pub independent: bool,
     /// The first part of a new segment (the previous segment of this track is complete).
     pub starts_segment: bool,
+    /// The last part of its segment: the segment is complete with it.
+    pub ends_segment: bool,
 }
 
 struct TrackState {
@@ -204,6 +206,7 @@ impl Segmenter {
             start_ns,
             independent,
             starts_segment: t.part == 0,
+            ends_segment: new_segment,
         };
         if new_segment {
             t.msn += 1;
@@ -357,6 +360,7 @@ pub enum CmafUpdate {
         msn: u64,
         part: PartData,
         starts_segment: bool,
+        ends_segment: bool,
         program_date_time_ms: i64,
     },
     /// The input ended: the last parts were sent; every segment is complete.
@@ -530,6 +534,7 @@ impl CmafPipeline {
                     independent: p.independent,
                 },
                 starts_segment: p.starts_segment,
+                ends_segment: p.ends_segment,
                 program_date_time_ms: pdt,
             });
         }

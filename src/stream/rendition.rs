@@ -106,6 +106,12 @@ impl Rendition {
         self.close_last();
     }
 
+    /// The last segment got its last part: it is complete now, not when the next one
+    /// starts (so its EXTINF and the next preload hint are right at once).
+    pub fn close_segment(&mut self) {
+        self.close_last();
+    }
+
     fn close_last(&mut self) {
         if let Some(last) = self.segments.back_mut()
             && !last.complete
