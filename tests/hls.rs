@@ -283,3 +283,82 @@ fn delta_updates_skip_the_old_segments() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
+    let setup = Setup {
+        prefill_s: 6.0,
+        ..Setup::default()
+    };
+    let server = start(setup, vec![("live", file_input("h264_aac.mkv", true))]);
+    let start = std::time::Instant::now();
+    let mpd = loop {
+        let (status, head, body) = request(
+            server.addr,
+            b"GET /live/manifest.mpd HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&body).to_string();
+        if status == 200 && text.contains("<S t=") {
+            assert!(head.contains("Content-Type: application/dash+xml"));
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status} {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(mpd.contains(r#"type="dynamic""#));
+    assert!(mpd.contains(r#"availabilityTimeComplete="false""#));
+    assert!(mpd.contains(r#"value="/time""#));
+    // The first video S element: every segment it lists is served at its $Time$.
+    let s = mpd.lines().find(|l| l.contains("<S t=")).unwrap();
+    let attr = |name: &str| -> u64 {
+        s.split(&format!("{name}=\""))
+            .nth(1)
+            .map_or(0, |v| v.split('"').next().unwrap().parse().unwrap())
+    };
+    let (t, d, r) = (attr("t"), attr("d"), attr("r"));
+    let (_, src) = oracle_file("h264_aac.mkv");
+    let one: Vec<u8> = src
+        .iter()
+        .filter(|f| f.track == 0)
+        .flat_map(|f| f.data.clone())
+        .collect();
+    let cyclic = [one.clone(), one].concat();
+    for k in 0..=r {
+        let (_, body) = get_ok(server.addr, &format!("/live/v0/t{}.m4s", t + k * d));
+        let payload = mdat_payloads(&body);
+        let at = position(&cyclic, &payload[..64]).expect("a run of source frames");
+        assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
+    }
+    // The segment after the last listed one is being written: it comes with chunked
+    // transfer, part by part, and ends when the segment does.
+    let mut c = send(
+        server.addr,
+        format!(
+            "GET /live/v0/t{}.m4s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            t + (r + 1) * d
+        )
+        .as_bytes(),
+    );
+    let (status, head, first) = read_head(&mut c);
+    assert_eq!(status, 200);
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    let raw = read_body(&mut c, first, |_| false);
+    // De-chunk with the crate's own reader, and check the media inside.
+    let mut body = Vec::new();
+    use std::io::Read;
+    muxcast::ingest::body::BodyReader::new(
+        &raw[..],
+        Vec::new(),
+        muxcast::ingest::body::BodyFraming::Chunked,
+        false,
+    )
+    .read_to_end(&mut body)
+    .unwrap();
+    let payload = mdat_payloads(&body);
+    assert!(payload.len() > 1000);
+    let at = position(&cyclic, &payload[..64]).expect("a run of source frames");
+    assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
+    let (status, _, now) = request(server.addr, b"GET /time HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&now).ends_with('Z'));
+}

@@ -51,6 +51,10 @@ impl Answer {
     pub fn playlist(text: String) -> Self {
         Answer::text(200, PLAYLIST_TYPE, PLAYLIST_CACHE, text)
     }
+
+    pub fn mpd(text: String) -> Self {
+        Answer::text(200, "application/dash+xml", PLAYLIST_CACHE, text)
+    }
 }
 
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -159,6 +163,79 @@ pub struct Waiter {
 pub enum Outcome {
     Answer(Answer),
     Wait(Waiter),
+    /// A DASH segment still being written: sent with chunked transfer, each part as it is
+    /// produced, ending when the segment is complete.
+    Stream(SegmentStream),
+}
+
+/// A segment streamed while it is written (low-latency DASH).
+#[derive(Clone, Debug)]
+pub struct SegmentStream {
+    pub stream: usize,
+    pub rendition: String,
+    pub start_ticks: u64,
+    /// Parts already queued.
+    pub sent_parts: usize,
+    /// Whether the response head went out.
+    pub started: bool,
+    pub deadline: Instant,
+    pub keep_alive: bool,
+}
+
+/// What a streamed segment sends next.
+pub enum StreamStep {
+    /// Nothing new yet.
+    Wait,
+    /// Bytes to queue; `done` when the segment ended with them.
+    Send { bytes: Vec<Bytes>, done: bool },
+    /// It will not come: answer this (only before anything was sent).
+    Fail(Answer),
+}
+
+/// Advances a streamed segment: the response head at first, then each new part as an
+/// HTTP chunk, then the last chunk once the segment is complete.
+pub fn stream_step(renditions: &[Rendition], st: &mut SegmentStream, now: Instant) -> StreamStep {
+    let r = renditions.iter().find(|r| r.info.id == st.rendition);
+    let seg = r.and_then(|r| r.segment_at(st.start_ticks));
+    let Some(seg) = seg else {
+        if !st.started && (now >= st.deadline || r.is_none_or(|r| r.ended)) {
+            return StreamStep::Fail(Answer::error(
+                503,
+                format!("segment t{} did not start in time", st.start_ticks),
+            ));
+        }
+        if st.started {
+            // It left the window under us: end the body where it is.
+            return StreamStep::Send {
+                bytes: vec![Bytes::from_static(b"0\r\n\r\n")],
+                done: true,
+            };
+        }
+        return StreamStep::Wait;
+    };
+    let mut bytes = Vec::new();
+    if !st.started {
+        st.started = true;
+        bytes.push(Bytes::from(format!(
+            "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Date\r\nServer: muxcast\r\nContent-Type: video/mp4\r\nCache-Control: {MEDIA_CACHE}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
+            if st.keep_alive { "keep-alive" } else { "close" }
+        )));
+    }
+    for part in seg.parts.iter().skip(st.sent_parts) {
+        bytes.push(Bytes::from(format!("{:x}\r\n", part.len)));
+        bytes.extend(part.buffers.iter().cloned());
+        bytes.push(Bytes::from_static(b"\r\n"));
+        st.sent_parts += 1;
+    }
+    let done = seg.complete;
+    if done {
+        bytes.push(Bytes::from_static(b"0\r\n\r\n"));
+    }
+    if bytes.is_empty() {
+        StreamStep::Wait
+    } else {
+        StreamStep::Send { bytes, done }
+    }
 }
 
 fn settings(options: &HlsOptions) -> PlaylistSettings {
@@ -283,6 +360,31 @@ pub fn request(
                 Outcome::Answer(Answer::error(404, format!("no part {msn}.{part}")))
             }
         }
+        HlsResource::SegmentAt(t) => {
+            if let Some(seg) = r.segment_at(t).filter(|s| s.complete) {
+                return Outcome::Answer(media(seg.buffers()));
+            }
+            // The segment in progress, or the next one (it starts where the last ends).
+            let next = r
+                .segments()
+                .last()
+                .map(|s| s.start_ticks() + s.duration_ticks());
+            if !r.ended
+                && (r.segment_at(t).is_some()
+                    || (next == Some(t) && r.segments().last().is_some_and(|s| s.complete)))
+            {
+                return Outcome::Stream(SegmentStream {
+                    stream: 0,
+                    rendition: id.to_string(),
+                    start_ticks: t,
+                    sent_parts: 0,
+                    started: false,
+                    deadline: now + block_limit(options),
+                    keep_alive: false,
+                });
+            }
+            Outcome::Answer(Answer::error(404, format!("no segment at t={t}")))
+        }
         other => Outcome::Answer(rendition_resource(renditions, id, other, options)),
     }
 }
@@ -364,6 +466,10 @@ pub fn rendition_resource(
                 body: p.buffers.clone(),
             },
             None => Answer::error(404, format!("no part {msn}.{part}")),
+        },
+        HlsResource::SegmentAt(t) => match r.segment_at(t).filter(|s| s.complete) {
+            Some(s) => media(s.buffers()),
+            None => Answer::error(404, format!("no complete segment at t={t}")),
         },
     }
 }

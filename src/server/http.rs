@@ -183,6 +183,16 @@ pub enum Route {
     HlsRedirect {
         stream: String,
     },
+    /// `/NAME/manifest.mpd`: the DASH manifest.
+    DashManifest {
+        stream: String,
+    },
+    /// `/NAME/dash`: the seed's short form, redirected to the manifest.
+    DashRedirect {
+        stream: String,
+    },
+    /// `/time`: the server's clock, for DASH players' UTCTiming.
+    Time,
     /// `/NAME/R/...`: a rendition's media playlist, init segment, segment or part.
     HlsRendition {
         stream: String,
@@ -199,6 +209,8 @@ pub enum HlsResource {
     Init(u32),
     Segment(u64),
     Part(u64, usize),
+    /// A segment by its start time in the rendition's timescale (DASH `$Time$`).
+    SegmentAt(u64),
 }
 
 impl HlsResource {
@@ -217,6 +229,9 @@ impl HlsResource {
             .and_then(|r| r.strip_suffix(".m4s"))
         {
             return digits(n).map(HlsResource::Segment);
+        }
+        if let Some(n) = leaf.strip_prefix('t').and_then(|r| r.strip_suffix(".m4s")) {
+            return digits(n).map(HlsResource::SegmentAt);
         }
         let rest = leaf.strip_prefix("part")?.strip_suffix(".m4s")?;
         let (msn, part) = rest.split_once('.')?;
@@ -258,6 +273,7 @@ pub fn route(raw_path: &str) -> Route {
     }
     let (name, leaf) = match segments.as_slice() {
         [only] if only == "status.json" => return Route::Status,
+        [only] if only == "time" => return Route::Time,
         [name, leaf] => (name.as_str(), leaf.as_str()),
         [name, rendition, leaf] => {
             let ok = valid_stream_name(name)
@@ -287,6 +303,8 @@ pub fn route(raw_path: &str) -> Route {
         "ingest" => Route::Ingest { stream },
         "index.m3u8" => Route::HlsMultivariant { stream },
         "hls" => Route::HlsRedirect { stream },
+        "manifest.mpd" => Route::DashManifest { stream },
+        "dash" => Route::DashRedirect { stream },
         _ => Route::NotFound,
     }
 }
@@ -368,6 +386,21 @@ mod tests {
                 stream: "cam".into()
             }
         );
+        assert_eq!(
+            route("/cam/a1/t141200.m4s"),
+            Route::HlsRendition {
+                stream: "cam".into(),
+                rendition: "a1".into(),
+                resource: HlsResource::SegmentAt(141_200)
+            }
+        );
+        assert_eq!(
+            route("/cam/manifest.mpd"),
+            Route::DashManifest {
+                stream: "cam".into()
+            }
+        );
+        assert_eq!(route("/time"), Route::Time);
         for bad in [
             "/cam/v0/seg-1.m4s",
             "/cam/v0/seg+1.m4s",

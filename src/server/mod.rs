@@ -24,6 +24,7 @@ use slab::Slab;
 
 use crate::ingest::push::PushConn;
 use crate::stream::cmaf::CmafUpdate;
+use crate::stream::dash::{self, DashSettings};
 use crate::stream::live::{Gop, LiveLog, Next, WindowOptions};
 use crate::stream::rendition::Rendition;
 use crate::stream::{InputState, LoopNotify, Update};
@@ -151,6 +152,8 @@ enum Phase {
     /// An LL-HLS request held until its playlist update or part exists (blocking
     /// playlist reload, preload hint): a waiter record, woken when a part is published.
     Waiting(hls::Waiter),
+    /// A DASH segment sent while it is written (chunked), woken like a waiter.
+    Streaming(hls::SegmentStream),
 }
 
 struct Conn {
@@ -351,7 +354,7 @@ impl Server {
                     continue;
                 }
                 Phase::Response { .. } => conn.close_when_flushed = true,
-                Phase::Waiting(_) => {
+                Phase::Waiting(_) | Phase::Streaming(_) => {
                     self.close(Token(key));
                     continue;
                 }
@@ -619,7 +622,71 @@ impl Server {
                             conn.phase = Phase::Waiting(waiter);
                         }
                     }
+                    hls::Outcome::Stream(mut st) => {
+                        let slot = &mut self.streams[id];
+                        if slot.waiters.len() >= MAX_WAITERS_PER_STREAM {
+                            let answer = hls::Answer::error_for(
+                                503,
+                                "too many blocked requests on this stream".into(),
+                            );
+                            self.answer(token, answer, keep_alive, head_only);
+                            return Flow::Open;
+                        }
+                        st.stream = id;
+                        st.keep_alive = keep_alive;
+                        slot.waiters.push(token);
+                        if let Some(conn) = self.conns.get_mut(token.0) {
+                            conn.phase = Phase::Streaming(st);
+                        }
+                        // Send what already exists at once.
+                        self.wake_waiters(id, now, false);
+                    }
                 }
+                Flow::Open
+            }
+            Route::DashRedirect { stream } => {
+                let r = response::finite(
+                    302,
+                    "text/plain; charset=utf-8",
+                    b"",
+                    keep_alive,
+                    head_only,
+                    &format!("Location: /{stream}/manifest.mpd\r\n"),
+                );
+                self.respond(token, r, keep_alive);
+                Flow::Open
+            }
+            Route::DashManifest { stream } => {
+                let settings = DashSettings {
+                    segment_s: f64::from(self.options.hls.target_duration_s),
+                    part_s: self.options.hls.part_target_s,
+                    window: self.options.hls.window,
+                };
+                let answer = match self.find_stream(&stream) {
+                    None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
+                    Some(id) => match dash::mpd(&self.streams[id].renditions, &settings, unix_ms())
+                    {
+                        Some(text) => hls::Answer::mpd(text),
+                        None => hls::Answer::error_for(
+                            404,
+                            format!("stream {stream:?} has no DASH representations (yet)"),
+                        ),
+                    },
+                };
+                self.answer(token, answer, keep_alive, head_only);
+                Flow::Open
+            }
+            Route::Time => {
+                let now = crate::stream::hls::rfc3339_ms(unix_ms());
+                let r = response::finite(
+                    200,
+                    "text/plain; charset=utf-8",
+                    now.as_bytes(),
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::NotFound => Flow::Close,
@@ -809,7 +876,7 @@ impl Server {
                 }
             }
             match &mut conn.phase {
-                Phase::Request | Phase::Waiting(_) => return Flow::Open,
+                Phase::Request | Phase::Waiting(_) | Phase::Streaming(_) => return Flow::Open,
                 Phase::Response { keep_alive } => {
                     if !*keep_alive || conn.close_when_flushed && self.shutting_down.is_some() {
                         return Flow::Close;
@@ -889,8 +956,13 @@ impl Server {
         {
             slot.subscribers.swap_remove(pos);
         }
-        if let Phase::Waiting(w) = &conn.phase
-            && let Some(slot) = self.streams.get_mut(w.stream)
+        let waiting_on = match &conn.phase {
+            Phase::Waiting(w) => Some(w.stream),
+            Phase::Streaming(st) => Some(st.stream),
+            _ => None,
+        };
+        if let Some(stream) = waiting_on
+            && let Some(slot) = self.streams.get_mut(stream)
             && let Some(pos) = slot.waiters.iter().position(|t| *t == token)
         {
             slot.waiters.swap_remove(pos);
@@ -975,6 +1047,32 @@ impl Server {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
+            if let Phase::Streaming(st) = &mut conn.phase {
+                let slot = &self.streams[id];
+                let step = hls::stream_step(&slot.renditions, st, now);
+                let keep_alive = st.keep_alive;
+                match step {
+                    hls::StreamStep::Wait => {
+                        still.push(token);
+                        continue;
+                    }
+                    hls::StreamStep::Send { bytes, done } => {
+                        conn.out.extend(bytes);
+                        if done {
+                            conn.phase = Phase::Response { keep_alive };
+                            conn.close_when_flushed = !keep_alive;
+                        } else {
+                            still.push(token);
+                        }
+                    }
+                    hls::StreamStep::Fail(answer) => self.answer(token, answer, keep_alive, false),
+                }
+                if let Flow::Close = self.drive(token) {
+                    self.close(token);
+                    still.retain(|t| *t != token);
+                }
+                continue;
+            }
             let Phase::Waiting(waiter) = &conn.phase else {
                 continue;
             };
@@ -1022,6 +1120,12 @@ impl Server {
             self.close(token);
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// LL-HLS requests one stream may hold blocked at once; more get 503.

@@ -48,6 +48,8 @@ pub struct PartOut {
     pub duration_ticks: u64,
     /// Time of the part's first sample on the stream timeline (ns).
     pub start_ns: i64,
+    /// Decode time of the first sample, in the track's timescale (the chunk's tfdt).
+    pub start_ticks: u64,
     /// Begins with a sync sample.
     pub independent: bool,
     /// The first part of a new segment (the previous segment of this track is complete).
@@ -195,6 +197,7 @@ impl Segmenter {
         let samples = std::mem::take(&mut t.pending);
         let start_ns = t.pending_start_ns.take().unwrap_or(0);
         let duration_ticks = samples.iter().map(|s| u64::from(s.duration)).sum();
+        let start_ticks = samples.first().map_or(0, |s| s.dts);
         let independent = samples.first().is_some_and(|s| s.sync);
         let chunk = t.writer.write(&samples).ok()?;
         let part = PartOut {
@@ -204,6 +207,7 @@ impl Segmenter {
             chunk,
             duration_ticks,
             start_ns,
+            start_ticks,
             independent,
             starts_segment: t.part == 0,
             ends_segment: new_segment,
@@ -532,6 +536,8 @@ impl CmafPipeline {
                     buffers: p.chunk.buffers,
                     duration_s: p.duration_ticks as f64 / f64::from(ts),
                     independent: p.independent,
+                    start_ticks: p.start_ticks,
+                    duration_ticks: p.duration_ticks,
                 },
                 starts_segment: p.starts_segment,
                 ends_segment: p.ends_segment,

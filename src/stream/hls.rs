@@ -66,7 +66,7 @@ pub fn skip_until_s(settings: &PlaylistSettings) -> f64 {
     6.0 * f64::from(settings.target_duration_s)
 }
 
-fn pdt(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     // RFC 3339 in UTC with milliseconds, computed without a date library: days since
     // the epoch to a civil date (Howard Hinnant's algorithm).
     let secs = ms.div_euclid(1000);
@@ -178,7 +178,7 @@ pub fn media_playlist(
         let _ = writeln!(
             out,
             "#EXT-X-PROGRAM-DATE-TIME:{}",
-            pdt(s.program_date_time_ms)
+            rfc3339_ms(s.program_date_time_ms)
         );
         if ll && i >= parts_from {
             for (p, part) in s.parts.iter().enumerate() {
@@ -259,9 +259,9 @@ mod tests {
 
     #[test]
     fn program_date_time_is_rfc3339_utc() {
-        assert_eq!(pdt(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(pdt(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(pdt(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

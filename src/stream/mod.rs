@@ -6,6 +6,7 @@
 //! log ([`live::LiveLog`]) and every client cursor into it.
 
 pub mod cmaf;
+pub mod dash;
 pub mod hls;
 pub mod live;
 pub mod rendition;

@@ -30,6 +30,10 @@ pub struct PartData {
     pub len: u64,
     pub duration_s: f64,
     pub independent: bool,
+    /// Decode time of the first sample and the part's duration, in the track timescale
+    /// (DASH addresses segments by `$Time$`).
+    pub start_ticks: u64,
+    pub duration_ticks: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +47,14 @@ pub struct SegmentData {
 }
 
 impl SegmentData {
+    pub fn start_ticks(&self) -> u64 {
+        self.parts.first().map_or(0, |p| p.start_ticks)
+    }
+
+    pub fn duration_ticks(&self) -> u64 {
+        self.parts.iter().map(|p| p.duration_ticks).sum()
+    }
+
     pub fn duration_s(&self) -> f64 {
         self.parts.iter().map(|p| p.duration_s).sum()
     }
@@ -173,6 +185,11 @@ impl Rendition {
             .filter(|s| s.msn == msn)
     }
 
+    /// The segment that starts at `ticks` (DASH `$Time$`).
+    pub fn segment_at(&self, ticks: u64) -> Option<&SegmentData> {
+        self.segments.iter().find(|s| s.start_ticks() == ticks)
+    }
+
     pub fn part(&self, msn: u64, part: usize) -> Option<&PartData> {
         self.segment(msn)?.parts.get(part)
     }
@@ -253,6 +270,8 @@ mod tests {
             len: len as u64,
             duration_s: 0.2,
             independent: false,
+            start_ticks: 0,
+            duration_ticks: 18_000,
         }
     }
 

@@ -1,0 +1,217 @@
+//! The MPEG-DASH manifest: a dynamic MPD over the same CMAF renditions HLS serves, with
+//! a SegmentTimeline (`$Time$`) of the real segment durations and the low-latency
+//! signalling dash.js needs (availabilityTimeOffset, availabilityTimeComplete="false",
+//! ServiceDescription, UTCTiming to our own `/time`).
+//!
+//! Rendered by hand: dash-mpd 0.21 is now a downloader (~220 crates even with default
+//! features off) and no longer exports its MPD types; dash-mpd-core would add ~65 crates
+//! for a document this small (../shared/CRATES.md).
+
+use std::fmt::Write;
+
+use super::hls::rfc3339_ms;
+use super::rendition::Rendition;
+
+/// Manifest settings.
+#[derive(Clone, Debug)]
+pub struct DashSettings {
+    pub segment_s: f64,
+    pub part_s: f64,
+    pub window: usize,
+}
+
+fn duration(s: f64) -> String {
+    format!("PT{s:.3}S")
+}
+
+fn xml_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+}
+
+/// Wall-clock milliseconds at media time 0 (availabilityStartTime): every segment's
+/// program date time is that anchor plus its media time.
+pub fn availability_start_ms(renditions: &[Rendition]) -> Option<i64> {
+    let r = renditions.first()?;
+    let s = r.segments().next()?;
+    let ts = i64::from(r.info.timescale.max(1));
+    Some(s.program_date_time_ms - (s.start_ticks() as i64) * 1000 / ts)
+}
+
+/// The MPD, or None before the stream has a segment.
+pub fn mpd(renditions: &[Rendition], settings: &DashSettings, now_ms: i64) -> Option<String> {
+    let ast = availability_start_ms(renditions)?;
+    let mut out = String::with_capacity(2048);
+    let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        out,
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019" type="dynamic" availabilityStartTime="{}" publishTime="{}" minimumUpdatePeriod="{}" timeShiftBufferDepth="{}" suggestedPresentationDelay="{}" maxSegmentDuration="{}" minBufferTime="{}">"#,
+        rfc3339_ms(ast),
+        rfc3339_ms(now_ms),
+        duration(settings.segment_s),
+        duration(settings.segment_s * settings.window as f64),
+        duration(3.0 * settings.part_s.max(0.5)),
+        duration(settings.segment_s * 2.0),
+        duration(settings.part_s.max(0.5)),
+    );
+    let _ = writeln!(
+        out,
+        r#"  <ServiceDescription id="0"><Latency referenceId="0" target="{}" min="{}" max="{}"/><PlaybackRate min="0.96" max="1.04"/></ServiceDescription>"#,
+        (settings.segment_s * 1500.0) as u64,
+        (settings.segment_s * 750.0) as u64,
+        (settings.segment_s * 3000.0) as u64,
+    );
+    let _ = writeln!(out, r#"  <Period id="0" start="PT0S">"#);
+    for (i, r) in renditions.iter().enumerate() {
+        let info = &r.info;
+        let kind = if info.video { "video" } else { "audio" };
+        let _ = writeln!(
+            out,
+            r#"    <AdaptationSet id="{i}" contentType="{kind}" mimeType="{kind}/mp4" segmentAlignment="true" startWithSAP="1">"#
+        );
+        let mut rep = format!(
+            r#"      <Representation id="{}" codecs="{}" bandwidth="{}""#,
+            xml_attr(&info.id),
+            xml_attr(&info.codec_string),
+            r.bandwidth_bps().max(1)
+        );
+        if info.video {
+            let _ = write!(rep, r#" width="{}" height="{}""#, info.width, info.height);
+            if let Some(fps) = info.frame_rate {
+                let _ = write!(rep, r#" frameRate="{}""#, (fps * 1000.0).round() / 1000.0);
+            }
+        } else {
+            let _ = write!(rep, r#" audioSamplingRate="{}""#, info.sample_rate);
+        }
+        let _ = writeln!(out, "{rep}>");
+        if !info.video {
+            let _ = writeln!(
+                out,
+                r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="{}"/>"#,
+                info.channels.max(1)
+            );
+        }
+        // A segment may be fetched this long before it is complete: dash.js then reads
+        // its chunks as they are produced (chunked transfer).
+        let offset = (settings.segment_s - settings.part_s).max(0.0);
+        let _ = writeln!(
+            out,
+            r#"        <SegmentTemplate timescale="{}" initialization="{}/init{}.mp4" media="{}/t$Time$.m4s" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
+            info.timescale,
+            xml_attr(&info.id),
+            r.current_init,
+            xml_attr(&info.id)
+        );
+        let _ = writeln!(out, "          <SegmentTimeline>");
+        let mut prev: Option<(u64, u64, u32)> = None;
+        let mut lines = Vec::new();
+        for s in r.segments().filter(|s| s.complete) {
+            let (t, d) = (s.start_ticks(), s.duration_ticks());
+            match &mut prev {
+                Some((pt, pd, repeat)) if *pd == d && *pt + *pd * (u64::from(*repeat) + 1) == t => {
+                    *repeat += 1;
+                }
+                _ => {
+                    if let Some(p) = prev.take() {
+                        lines.push(p);
+                    }
+                    prev = Some((t, d, 0));
+                }
+            }
+        }
+        lines.extend(prev);
+        for (t, d, repeat) in lines {
+            if repeat > 0 {
+                let _ = writeln!(out, r#"            <S t="{t}" d="{d}" r="{repeat}"/>"#);
+            } else {
+                let _ = writeln!(out, r#"            <S t="{t}" d="{d}"/>"#);
+            }
+        }
+        let _ = writeln!(out, "          </SegmentTimeline>");
+        let _ = writeln!(out, "        </SegmentTemplate>");
+        let _ = writeln!(out, "      </Representation>");
+        let _ = writeln!(out, "    </AdaptationSet>");
+    }
+    let _ = writeln!(out, "  </Period>");
+    let _ = writeln!(
+        out,
+        r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>"#
+    );
+    let _ = writeln!(out, "</MPD>");
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::rendition::{PartData, RenditionInfo};
+    use bytes::Bytes;
+
+    fn rendition() -> Rendition {
+        let info = RenditionInfo {
+            id: "v0".into(),
+            video: true,
+            codec_string: "avc1.64001f".into(),
+            timescale: 90_000,
+            width: 320,
+            height: 240,
+            frame_rate: Some(25.0),
+            sample_rate: 0,
+            channels: 0,
+        };
+        let mut r = Rendition::new(info, Bytes::from_static(b"init"), 10);
+        for msn in 0..4u64 {
+            for p in 0..10u64 {
+                let start = msn * 180_000 + p * 18_000;
+                r.push_part(
+                    msn,
+                    PartData {
+                        buffers: vec![Bytes::from_static(b"x")],
+                        len: 1,
+                        duration_s: 0.2,
+                        independent: p == 0,
+                        start_ticks: start + 90_000,
+                        duration_ticks: 18_000,
+                    },
+                    p == 0,
+                    1_700_000_001_000 + (msn * 2000 + p * 200) as i64,
+                );
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn a_dynamic_low_latency_mpd_with_a_compact_timeline() {
+        let r = [rendition()];
+        let settings = DashSettings {
+            segment_s: 2.0,
+            part_s: 0.2,
+            window: 10,
+        };
+        let m = mpd(&r, &settings, 1_700_000_009_000).unwrap();
+        // Media time 90000 (1 s) was at wall 1_700_000_001_000: time 0 one second before.
+        assert!(
+            m.contains(r#"availabilityStartTime="2023-11-14T22:13:20.000Z""#),
+            "{m}"
+        );
+        assert!(m.contains(r#"type="dynamic""#));
+        assert!(m.contains(r#"minimumUpdatePeriod="PT2.000S""#));
+        assert!(
+            m.contains(r#"<S t="90000" d="180000" r="2"/>"#),
+            "three complete segments: {m}"
+        );
+        assert!(m.contains(r#"availabilityTimeOffset="1.800" availabilityTimeComplete="false""#));
+        assert!(m.contains(r#"media="v0/t$Time$.m4s""#));
+        assert!(m.contains(
+            r#"<UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>"#
+        ));
+        assert!(m.contains(r#"<Latency referenceId="0" target="3000""#));
+        assert!(
+            m.contains(r#"codecs="avc1.64001f""#)
+                && m.contains(r#"width="320" height="240" frameRate="25""#)
+        );
+        assert!(m.trim_end().ends_with("</MPD>"));
+    }
+}
