@@ -301,7 +301,7 @@ def check_f(ctx):
               srv.log_tail(5) if rc != 0 else None)
 
 
-@register("g", "HLS (CMAF) read by ffmpeg")
+@register("g", "HLS and DASH (CMAF) read by ffmpeg")
 def check_g(ctx):
     for name in ("h264_aac.mkv", "vp9_opus.webm", "h265_aac.mkv"):
         src_file = td(name)
@@ -309,14 +309,15 @@ def check_g(ctx):
         srv = Muxcast(ctx, f"g-{name}", ["--loop", "--prefill", "6", src_file])
         srv.wait_state("live")
         time.sleep(1.0)
-        url = srv.url("/live/index.m3u8")
-        out = ctx.workdir / f"g-{name}.mkv"
-        h = ffmpeg_capture(url, out, 8)
-        ok_end, note = finish_client("ffmpeg", h, 40)
-        # Packets come from CMAF segments: same bytes as the source's frames, so the
-        # sizes and CRCs must be a contiguous run of the (looping) source.
-        verify_capture(f"g.frames HLS of {name} via ffmpeg", src, "ffmpeg", out, ok_end, note, cyclic=True,
-                       extra_details=srv.log_tail(5))
+        for kind, path in (("HLS", "/live/index.m3u8"), ("DASH", "/live/manifest.mpd")):
+            url = srv.url(path)
+            out = ctx.workdir / f"g-{name}-{kind}.mkv"
+            h = ffmpeg_capture(url, out, 8)
+            ok_end, note = finish_client("ffmpeg", h, 40)
+            # Packets come from CMAF segments: same bytes as the source's frames, so the
+            # sizes and CRCs must be a contiguous run of the (looping) source.
+            verify_capture(f"g.frames {kind} of {name} via ffmpeg", src, "ffmpeg", out, ok_end, note, cyclic=True,
+                           extra_details=srv.log_tail(5))
         rc = srv.stop()
         check(f"g.exit {name}: muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}")
 
