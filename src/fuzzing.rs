@@ -59,6 +59,9 @@ pub fn http_request(data: &[u8]) {
     if let Ok(Some(req)) = http::parse_request(data) {
         let _ = http::route(&req.path);
         let _ = http::percent_decode(&req.query);
+        for key in ["_HLS_msn", "_HLS_part", "_HLS_skip"] {
+            let _ = http::query_param(&req.query, key).map(str::parse::<u64>);
+        }
     }
 }
 

@@ -48,7 +48,9 @@ OPTIONS:
                             after it [default: 2]
     --part-duration SECS    LL-HLS part (CMAF chunk) length [default: 0.2]
     --window N              HLS/DASH segments kept per rendition [default: 10]
-    --no-hls                serve live MKV only
+    --no-ll-hls             plain HLS: no LL-HLS tags, no blocking requests (for
+                            caches that cannot hold requests)
+    --no-hls                serve live MKV and no HLS/DASH
     --keep-running          keep serving after every input has ended
     -h, --help              print this help
     -V, --version           print the version
@@ -71,6 +73,7 @@ struct Cli {
     part_duration: f64,
     window: usize,
     hls: bool,
+    ll_hls: bool,
     inputs: Vec<(String, String)>,
 }
 
@@ -115,6 +118,7 @@ fn parse_cli() -> Result<Option<Cli>, String> {
         part_duration: 0.2,
         window: 10,
         hls: true,
+        ll_hls: true,
         inputs: Vec::new(),
     };
     let mut parser = lexopt::Parser::from_env();
@@ -172,6 +176,7 @@ fn parse_cli() -> Result<Option<Cli>, String> {
                 }
             }
             Long("no-hls") => cli.hls = false,
+            Long("no-ll-hls") => cli.ll_hls = false,
             Value(v) => {
                 let v = v.string().map_err(err)?;
                 let (name, spec) = match v.split_once('=') {
@@ -223,6 +228,7 @@ fn main() -> ExitCode {
             window: cli.window,
             target_duration_s: cli.segment_duration.ceil() as u32,
             part_target_s: cli.part_duration,
+            low_latency: cli.ll_hls,
         },
     };
     let mut server = match Server::bind(options) {

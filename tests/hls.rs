@@ -362,3 +362,37 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&now).ends_with('Z'));
 }
+
+#[test]
+fn plain_hls_has_no_low_latency_tags_and_never_blocks() {
+    let server = start_with(
+        Setup::default(),
+        |o| o.hls.low_latency = false,
+        vec![("live", file_input("h264_aac.mkv", true))],
+    );
+    wait_for_stream(server.addr, "live", Duration::from_secs(10), |s| {
+        s["state"] == "live"
+    });
+    let start = std::time::Instant::now();
+    loop {
+        let (status, p) = playlist(server.addr, "/live/v0/index.m3u8?_HLS_msn=99999");
+        if status == 200 && p.contains("#EXTINF") {
+            for tag in [
+                "#EXT-X-PART",
+                "PRELOAD-HINT",
+                "SERVER-CONTROL",
+                "RENDITION-REPORT",
+            ] {
+                assert!(!p.contains(tag), "{tag} in {p}");
+            }
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status} {p}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, _) = request(
+        server.addr,
+        b"GET /live/v0/part999.0.m4s HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+}

@@ -242,7 +242,7 @@ fn settings(options: &HlsOptions) -> PlaylistSettings {
     PlaylistSettings {
         target_duration_s: options.target_duration_s,
         part_target_s: options.part_target_s,
-        low_latency: true,
+        low_latency: options.low_latency,
     }
 }
 
@@ -309,6 +309,10 @@ pub fn request(
             let msn = query_param(query, "_HLS_msn");
             let part = query_param(query, "_HLS_part");
             let skip = matches!(query_param(query, "_HLS_skip"), Some("YES" | "v2"));
+            if !options.low_latency {
+                // Plain HLS: the directives are not offered, so they are ignored.
+                return Outcome::Answer(render(renditions, r, false, options));
+            }
             let (msn, part) = match (msn, part) {
                 (None, None) => return Outcome::Answer(render(renditions, r, skip, options)),
                 (None, Some(_)) => {
@@ -352,8 +356,10 @@ pub fn request(
             // A part that can still come (the preload hint, or a little ahead of it) is
             // held until it exists: a hinted part is never a 404.
             let (last, parts) = r.last_position().unwrap_or((0, 0));
-            let can_come =
-                !r.ended && (msn > last || (msn == last && part >= parts)) && msn <= last + 2;
+            let can_come = options.low_latency
+                && !r.ended
+                && (msn > last || (msn == last && part >= parts))
+                && msn <= last + 2;
             if can_come {
                 Outcome::Wait(waiter(Want::Part { msn, part }))
             } else {

@@ -61,6 +61,9 @@ pub struct HlsOptions {
     pub window: usize,
     pub target_duration_s: u32,
     pub part_target_s: f64,
+    /// LL-HLS tags and blocking requests; off (`--no-ll-hls`) for caches that cannot
+    /// hold blocking requests.
+    pub low_latency: bool,
 }
 
 impl Default for HlsOptions {
@@ -69,6 +72,7 @@ impl Default for HlsOptions {
             window: 10,
             target_duration_s: 2,
             part_target_s: 0.2,
+            low_latency: true,
         }
     }
 }

@@ -83,6 +83,15 @@ impl Default for Setup {
 }
 
 pub fn start(setup: Setup, streams: Vec<(&str, Input)>) -> TestServer {
+    start_with(setup, |_| {}, streams)
+}
+
+/// Like [`start`], with a last word on the server options.
+pub fn start_with(
+    setup: Setup,
+    adjust: impl FnOnce(&mut ServerOptions) + Send + 'static,
+    streams: Vec<(&str, Input)>,
+) -> TestServer {
     let streams: Vec<(String, Input)> = streams
         .into_iter()
         .map(|(n, i)| (n.to_string(), i))
@@ -102,6 +111,8 @@ pub fn start(setup: Setup, streams: Vec<(&str, Input)>) -> TestServer {
             handle_signals: false,
             hls: HlsOptions::default(),
         };
+        let mut options = options;
+        adjust(&mut options);
         let mut server = Server::bind(options)?;
         for (name, input) in streams {
             spawn_stream(
