@@ -127,6 +127,8 @@ struct StreamSlot {
     renditions: Vec<Rendition>,
     /// Connections waiting for a part of this stream.
     waiters: Vec<Token>,
+    /// PART-TARGET as the publisher fixed it (whole frames); None until renditions exist.
+    part_target_s: Option<f64>,
 }
 
 struct LiveCursor {
@@ -240,6 +242,7 @@ impl Server {
             over: false,
             renditions: Vec::new(),
             waiters: Vec::new(),
+            part_target_s: None,
         });
         self.streams.len() - 1
     }
@@ -601,7 +604,7 @@ impl Server {
                     &rendition,
                     resource,
                     &req.query,
-                    &self.options.hls,
+                    &self.hls_options(id),
                     now,
                 );
                 match outcome {
@@ -661,15 +664,17 @@ impl Server {
                 Flow::Open
             }
             Route::DashManifest { stream } => {
-                let settings = DashSettings {
-                    segment_s: f64::from(self.options.hls.target_duration_s),
-                    part_s: self.options.hls.part_target_s,
-                    window: self.options.hls.window,
-                };
                 let answer = match self.find_stream(&stream) {
                     None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
-                    Some(id) => match dash::mpd(&self.streams[id].renditions, &settings, unix_ms())
-                    {
+                    Some(id) => match dash::mpd(
+                        &self.streams[id].renditions,
+                        &DashSettings {
+                            segment_s: f64::from(self.options.hls.target_duration_s),
+                            part_s: self.hls_options(id).part_target_s,
+                            window: self.options.hls.window,
+                        },
+                        unix_ms(),
+                    ) {
                         Some(text) => hls::Answer::mpd(text),
                         None => hls::Answer::error_for(
                             404,
@@ -719,6 +724,16 @@ impl Server {
         conn.phase = Phase::Response { keep_alive };
         if !keep_alive {
             conn.close_when_flushed = true;
+        }
+    }
+
+    /// The HLS settings of stream `id`: the server's, with the stream's PART-TARGET.
+    fn hls_options(&self, id: usize) -> HlsOptions {
+        HlsOptions {
+            part_target_s: self.streams[id]
+                .part_target_s
+                .unwrap_or(self.options.hls.part_target_s),
+            ..self.options.hls.clone()
         }
     }
 
@@ -1081,7 +1096,11 @@ impl Server {
                 continue;
             };
             let slot = &self.streams[id];
-            let answer = match hls::retry(&slot.renditions, waiter, &self.options.hls, now) {
+            let options = HlsOptions {
+                part_target_s: slot.part_target_s.unwrap_or(self.options.hls.part_target_s),
+                ..self.options.hls.clone()
+            };
+            let answer = match hls::retry(&slot.renditions, waiter, &options, now) {
                 Some(answer) => answer,
                 None if all || now >= waiter.deadline => hls::timeout_answer(waiter),
                 None => {
@@ -1156,7 +1175,11 @@ fn raise_backlog(listener: &TcpListener) -> io::Result<()> {
 /// Applies a CMAF update to a stream's renditions.
 fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
     match update {
-        CmafUpdate::Renditions(list) => {
+        CmafUpdate::Renditions {
+            list,
+            part_target_s,
+        } => {
+            slot.part_target_s = Some(part_target_s);
             let same = slot.renditions.len() == list.len()
                 && slot
                     .renditions

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::rendition::{PartData, RenditionInfo};
-use crate::media::codec::{CmafTrack, cmaf_info};
+use crate::media::codec::{CmafInfo, CmafTrack, cmaf_info};
 use crate::media::{Codec, Track};
 use crate::mux::fmp4::timing::{
     AudioTimer, DtsReorder, ReorderDepth, TimeMap, ns_to_ticks, opus_packet_samples, ticks_to_ns,
@@ -76,6 +76,9 @@ pub struct Segmenter {
     leader: usize,
     tracks: Vec<TrackState>,
     segment_start_ns: Option<i64>,
+    /// The leader's last sample duration: cuts fall at the sample nearest the target,
+    /// within half of it, so a part of whole frames never overshoots for a rounding.
+    leader_step_ns: i64,
     /// Keeps the leader's cuts bounded when a follower track never sends anything.
     max_pending_cuts: usize,
 }
@@ -110,6 +113,7 @@ impl Segmenter {
                 })
                 .collect(),
             segment_start_ns: None,
+            leader_step_ns: 0,
             max_pending_cuts: MAX_PENDING_CUTS,
         }
     }
@@ -129,6 +133,7 @@ impl Segmenter {
         }
         let at_ns = self.ns(track, sample.dts);
         if track == self.leader {
+            let step = self.ns(track, u64::from(sample.duration));
             if let Some(cut) = self.leader_cut(at_ns, sample.sync) {
                 if let Some(p) = self.finish_part(track, cut.new_segment) {
                     out.push(p);
@@ -142,6 +147,7 @@ impl Segmenter {
                     }
                 }
             }
+            self.leader_step_ns = step;
         } else {
             while let Some(cut) = self.tracks[track].cuts.front().copied() {
                 if cut.at_ns > at_ns {
@@ -174,14 +180,15 @@ impl Segmenter {
         if t.pending.is_empty() {
             return None;
         }
-        if sync && at_ns - seg_start >= self.options.segment_ns {
+        let tolerance = self.leader_step_ns / 2;
+        if sync && at_ns - seg_start + tolerance >= self.options.segment_ns {
             self.segment_start_ns = Some(at_ns);
             return Some(Cut {
                 at_ns,
                 new_segment: true,
             });
         }
-        (at_ns - part_start >= self.options.part_ns).then_some(Cut {
+        (at_ns - part_start + tolerance >= self.options.part_ns).then_some(Cut {
             at_ns,
             new_segment: false,
         })
@@ -340,6 +347,35 @@ mod tests {
     }
 
     #[test]
+    fn parts_are_whole_frames_that_never_overshoot_the_target_at_30_fps() {
+        // 30 fps (3000 ticks) against a 200 ms target: 6 frames are 199.99 ms after
+        // rounding to ns; the half-frame tolerance cuts there, not at 7 (233 ms).
+        for (ticks, part_ns) in [(3000u32, 200 * MS), (3003, 200_200_000)] {
+            let mut s = Segmenter::new(
+                SegmenterOptions {
+                    segment_ns: 2000 * MS,
+                    part_ns,
+                },
+                &[90_000],
+                0,
+                0,
+            );
+            let mut parts = Vec::new();
+            for f in 0..300u64 {
+                parts.extend(s.push(0, sample(f * u64::from(ticks), ticks, f % 60 == 0)));
+            }
+            for p in &parts {
+                let frames = p.duration_ticks / u64::from(ticks);
+                assert!(
+                    frames == 6 || (p.starts_segment && frames <= 6),
+                    "{frames} frames at {ticks}"
+                );
+                assert!(ticks_to_ns(p.duration_ticks as i64, 90_000) <= part_ns);
+            }
+        }
+    }
+
+    #[test]
     fn a_silent_follower_does_not_collect_cuts_without_bound() {
         let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0);
         for f in 0..10_000u64 {
@@ -357,7 +393,11 @@ pub type RenditionInit = (RenditionInfo, Bytes);
 pub enum CmafUpdate {
     /// A new set of renditions (the first, or after the tracks changed): their init
     /// segments. Renditions are in track order; tracks fMP4 cannot carry are left out.
-    Renditions(Vec<RenditionInit>),
+    Renditions {
+        list: Vec<RenditionInit>,
+        /// PART-TARGET: the part duration in whole frames of the leading track.
+        part_target_s: f64,
+    },
     /// A finished part of rendition `rendition` (index into the last `Renditions`).
     Part {
         rendition: usize,
@@ -381,6 +421,29 @@ struct PipelineTrack {
     rendition: Option<usize>,
     timing: Timing,
     map: TimeMap,
+}
+
+/// A track's frame interval when it is fixed and known before the first part: video
+/// from the track's default duration or the bitstream's frame rate, AAC from its frame
+/// length.
+fn leader_interval_ns(track: &Track, info: &CmafInfo) -> Option<i64> {
+    if let Some(v) = &info.video {
+        let from_rate = v
+            .frame_rate
+            .filter(|&(n, d)| n > 0 && d > 0)
+            .map(|(n, d)| (1_000_000_000.0 * f64::from(d) / f64::from(n)).round() as i64);
+        return track
+            .default_duration_ns
+            .and_then(|d| i64::try_from(d).ok())
+            .filter(|&d| d > 0)
+            .or(from_rate);
+    }
+    match (track.codec, &info.audio) {
+        (Codec::Aac, Some(a)) if a.sample_rate > 0 => {
+            Some(1024 * 1_000_000_000 / i64::from(a.sample_rate))
+        }
+        _ => None,
+    }
 }
 
 impl PipelineTrack {
@@ -425,12 +488,13 @@ impl CmafPipeline {
         keyframe: &[u8],
         options: SegmenterOptions,
         first_msn: u64,
-    ) -> (Option<(CmafPipeline, Vec<RenditionInit>)>, Vec<String>) {
+    ) -> (Option<(CmafPipeline, CmafUpdate)>, Vec<String>) {
         let mut warnings = Vec::new();
         let mut pipeline_tracks: Vec<PipelineTrack> = Vec::new();
         let mut renditions = Vec::new();
         let mut timescales = Vec::new();
         let mut rendition_track = Vec::new();
+        let mut frame_intervals: Vec<Option<i64>> = Vec::new();
         for (i, track) in tracks.iter().enumerate() {
             let key = (i == keyframe_track).then_some(keyframe);
             let info = match cmaf_info(track, key) {
@@ -504,11 +568,19 @@ impl CmafPipeline {
             });
             rendition_track.push(timescales.len());
             timescales.push(info.timescale);
+            frame_intervals.push(leader_interval_ns(track, &info));
         }
         if renditions.is_empty() {
             return (None, warnings);
         }
         let leader = renditions.iter().position(|(r, _)| r.video).unwrap_or(0);
+        let mut options = options;
+        if let Some(interval) = frame_intervals.get(leader).copied().flatten() {
+            // Parts of a whole number of frames: PART-TARGET is that many frame
+            // intervals, so every part is one (29.97 fps: 6 frames, 200.2 ms).
+            let frames = (options.part_ns as f64 / interval as f64).round().max(1.0);
+            options.part_ns = (frames * interval as f64).round() as i64;
+        }
         let pipeline = CmafPipeline {
             tracks: pipeline_tracks,
             segmenter: Segmenter::new(options, &timescales, leader, first_msn),
@@ -516,7 +588,12 @@ impl CmafPipeline {
             timescales,
             wall_anchor: None,
         };
-        (Some((pipeline, renditions)), warnings)
+        let part_target_s = options.part_ns as f64 / 1e9;
+        let update = CmafUpdate::Renditions {
+            list: renditions,
+            part_target_s,
+        };
+        (Some((pipeline, update)), warnings)
     }
 
     fn pdt_ms(&mut self, start_ns: i64) -> i64 {

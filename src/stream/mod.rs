@@ -229,12 +229,9 @@ impl Publisher {
         for w in warnings {
             log::warn!("stream {}: {w}", self.stream);
         }
-        if let Some((pipeline, renditions)) = built {
+        if let Some((pipeline, update)) = built {
             self.cmaf = Some(pipeline);
-            self.notify.send(
-                self.stream,
-                Update::Cmaf(cmaf::CmafUpdate::Renditions(renditions)),
-            );
+            self.notify.send(self.stream, Update::Cmaf(update));
         }
     }
 
