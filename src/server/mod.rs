@@ -563,15 +563,12 @@ impl Server {
             Route::LiveMkv { stream, webm } => self.start_live(token, &stream, webm, head_only),
             Route::Ingest { stream } => self.start_ingest(token, &stream, &req),
             Route::HlsRedirect { stream } => {
-                let r = response::finite(
-                    302,
-                    "text/plain; charset=utf-8",
-                    b"",
+                self.redirect(
+                    token,
+                    &format!("/{stream}/index.m3u8"),
                     keep_alive,
                     head_only,
-                    &format!("Location: /{stream}/index.m3u8\r\n"),
                 );
-                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::HlsMultivariant { stream } => {
@@ -652,15 +649,12 @@ impl Server {
                 Flow::Open
             }
             Route::DashRedirect { stream } => {
-                let r = response::finite(
-                    302,
-                    "text/plain; charset=utf-8",
-                    b"",
+                self.redirect(
+                    token,
+                    &format!("/{stream}/manifest.mpd"),
                     keep_alive,
                     head_only,
-                    &format!("Location: /{stream}/manifest.mpd\r\n"),
                 );
-                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::DashManifest { stream } => {
@@ -700,6 +694,19 @@ impl Server {
             }
             Route::NotFound => Flow::Close,
         }
+    }
+
+    /// A 302 to `location` (the seed's short paths).
+    fn redirect(&mut self, token: Token, location: &str, keep_alive: bool, head_only: bool) {
+        let r = response::finite(
+            302,
+            "text/plain; charset=utf-8",
+            b"",
+            keep_alive,
+            head_only,
+            &format!("Location: {location}\r\n"),
+        );
+        self.respond(token, r, keep_alive);
     }
 
     /// Queues a finite answer whose body is a list of shared buffers (a segment is its

@@ -659,12 +659,17 @@ impl CmafPipeline {
                 }
             }
         }
+        self.segment(rendition, samples, &mut out);
+        out
+    }
+
+    /// Hands a rendition's timed samples to the segmenter; collects the parts they finish.
+    fn segment(&mut self, rendition: usize, samples: Vec<Sample>, out: &mut Vec<CmafUpdate>) {
         let seg_track = self.rendition_track[rendition];
         for s in samples {
             let parts = self.segmenter.push(seg_track, s);
-            self.parts_to_updates(parts, &mut out);
+            self.parts_to_updates(parts, out);
         }
-        out
     }
 
     /// The input ended: flush every track and close the last segments.
@@ -689,11 +694,7 @@ impl CmafPipeline {
                     }
                 }
             }
-            let seg_track = self.rendition_track[rendition];
-            for s in samples {
-                let parts = self.segmenter.push(seg_track, s);
-                self.parts_to_updates(parts, &mut out);
-            }
+            self.segment(rendition, samples, &mut out);
         }
         let parts = self.segmenter.finish();
         self.parts_to_updates(parts, &mut out);
