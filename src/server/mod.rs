@@ -609,41 +609,18 @@ impl Server {
                         self.answer(token, answer, keep_alive, head_only)
                     }
                     hls::Outcome::Wait(mut waiter) => {
-                        let slot = &mut self.streams[id];
-                        if slot.waiters.len() >= MAX_WAITERS_PER_STREAM {
-                            let answer = hls::Answer::error_for(
-                                503,
-                                "too many blocked requests on this stream".into(),
-                            );
-                            self.answer(token, answer, keep_alive, head_only);
-                            return Flow::Open;
-                        }
                         waiter.stream = id;
                         waiter.keep_alive = keep_alive;
                         waiter.head_only = head_only;
-                        slot.waiters.push(token);
-                        if let Some(conn) = self.conns.get_mut(token.0) {
-                            conn.phase = Phase::Waiting(waiter);
-                        }
+                        self.hold(token, id, Phase::Waiting(waiter), keep_alive, head_only);
                     }
                     hls::Outcome::Stream(mut st) => {
-                        let slot = &mut self.streams[id];
-                        if slot.waiters.len() >= MAX_WAITERS_PER_STREAM {
-                            let answer = hls::Answer::error_for(
-                                503,
-                                "too many blocked requests on this stream".into(),
-                            );
-                            self.answer(token, answer, keep_alive, head_only);
-                            return Flow::Open;
-                        }
                         st.stream = id;
                         st.keep_alive = keep_alive;
-                        slot.waiters.push(token);
-                        if let Some(conn) = self.conns.get_mut(token.0) {
-                            conn.phase = Phase::Streaming(st);
+                        if self.hold(token, id, Phase::Streaming(st), keep_alive, head_only) {
+                            // Send what already exists at once.
+                            self.wake_waiters(id, now, false);
                         }
-                        // Send what already exists at once.
-                        self.wake_waiters(id, now, false);
                     }
                 }
                 Flow::Open
@@ -694,6 +671,29 @@ impl Server {
             }
             Route::NotFound => Flow::Close,
         }
+    }
+
+    /// Parks a connection as a waiter of stream `id` (LL-HLS, LL-DASH), or answers 503
+    /// when the stream already holds as many as it may. Returns whether it was parked.
+    fn hold(
+        &mut self,
+        token: Token,
+        id: usize,
+        phase: Phase,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> bool {
+        if self.streams[id].waiters.len() >= MAX_WAITERS_PER_STREAM {
+            let answer =
+                hls::Answer::error_for(503, "too many blocked requests on this stream".into());
+            self.answer(token, answer, keep_alive, head_only);
+            return false;
+        }
+        self.streams[id].waiters.push(token);
+        if let Some(conn) = self.conns.get_mut(token.0) {
+            conn.phase = phase;
+        }
+        true
     }
 
     /// A 302 to `location` (the seed's short paths).
