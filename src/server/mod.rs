@@ -125,6 +125,8 @@ struct StreamSlot {
     over: bool,
     /// HLS/DASH renditions (empty until the first GOP, or when HLS/DASH are off).
     renditions: Vec<Rendition>,
+    /// Since when audio chunks wait for the next video frame to be written with it.
+    unflushed_since: Option<Instant>,
     /// Connections waiting for a part of this stream.
     waiters: Vec<Token>,
     /// PART-TARGET as the publisher fixed it (whole frames); None until renditions exist.
@@ -241,6 +243,7 @@ impl Server {
             live_since: None,
             over: false,
             renditions: Vec::new(),
+            unflushed_since: None,
             waiters: Vec::new(),
             part_target_s: None,
         });
@@ -281,6 +284,8 @@ impl Server {
         loop {
             let timeout = if self.shutting_down.is_some() {
                 Duration::from_millis(50)
+            } else if self.streams.iter().any(|s| s.unflushed_since.is_some()) {
+                Duration::from_millis(10)
             } else {
                 Duration::from_millis(500)
             };
@@ -1017,7 +1022,13 @@ impl Server {
                     bytes,
                     starts_gop,
                     pts_ns,
+                    flush,
                 } => {
+                    if flush {
+                        slot.unflushed_since = None;
+                    } else {
+                        slot.unflushed_since.get_or_insert_with(Instant::now);
+                    }
                     let now = Instant::now();
                     let stats = &mut slot.stats;
                     stats.bytes_in += bytes.len() as u64;
@@ -1051,6 +1062,30 @@ impl Server {
             self.wake_waiters(id, Instant::now(), false);
         }
         for id in touched {
+            if self.streams[id].unflushed_since.is_none() {
+                self.write_viewers(id);
+            }
+        }
+        self.flush_held_audio(Instant::now());
+    }
+
+    /// Writes held audio of streams whose oldest held chunk is older than
+    /// [`MAX_AUDIO_HOLD`] (video is sparse or stalled).
+    fn flush_held_audio(&mut self, now: Instant) {
+        for id in 0..self.streams.len() {
+            if self.streams[id]
+                .unflushed_since
+                .is_some_and(|t| now.duration_since(t) >= MAX_AUDIO_HOLD)
+            {
+                self.streams[id].unflushed_since = None;
+                self.write_viewers(id);
+            }
+        }
+    }
+
+    /// Lets every live viewer of stream `id` that is not blocked take what is new.
+    fn write_viewers(&mut self, id: usize) {
+        {
             let subs = self.streams[id].subscribers.clone();
             for token in subs {
                 let blocked = self
@@ -1157,6 +1192,9 @@ fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// The longest an audio chunk waits for a video frame to be written with.
+const MAX_AUDIO_HOLD: Duration = Duration::from_millis(50);
 
 /// LL-HLS requests one stream may hold blocked at once; more get 503.
 const MAX_WAITERS_PER_STREAM: usize = 4096;

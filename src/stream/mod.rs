@@ -17,7 +17,7 @@ use std::sync::mpsc::Sender;
 
 use bytes::Bytes;
 
-use crate::media::{Frame, Track};
+use crate::media::{Frame, Track, TrackKind};
 use crate::mux::mkv::{self, ClusterWriter, DocType};
 use timeline::Timeline;
 
@@ -66,6 +66,10 @@ pub enum Update {
         bytes: Bytes,
         starts_gop: bool,
         pts_ns: i64,
+        /// Write it to viewers now. Audio frames of a stream with video are not urgent:
+        /// they go out with the next video frame (or after at most a few tens of ms), which
+        /// halves the writes per viewer (the cost of fan-out is per write, not per byte).
+        flush: bool,
     },
     /// HLS/DASH: renditions and their parts.
     Cmaf(cmaf::CmafUpdate),
@@ -198,12 +202,19 @@ impl Publisher {
                 let updates = pipeline.push(frame.track, pts, frame.keyframe, frame.data.clone());
                 self.send_cmaf(updates);
             }
+            let flush = self.tracks.as_ref().is_none_or(|tracks| {
+                tracks
+                    .get(frame.track)
+                    .is_none_or(|t| t.kind() == TrackKind::Video)
+                    || !tracks.iter().any(|t| t.kind() == TrackKind::Video)
+            });
             self.notify.send(
                 self.stream,
                 Update::Chunk {
                     bytes: written.bytes,
                     starts_gop: written.starts_gop,
                     pts_ns: pts,
+                    flush,
                 },
             );
         }
