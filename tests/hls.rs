@@ -330,34 +330,57 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
         assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
     }
     // The segment after the last listed one is being written: it comes with chunked
-    // transfer, part by part, and ends when the segment does.
-    let mut c = send(
-        server.addr,
-        format!(
-            "GET /live/v0/t{}.m4s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            t + (r + 1) * d
-        )
-        .as_bytes(),
-    );
-    let (status, head, first) = read_head(&mut c);
-    assert_eq!(status, 200);
-    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
-    let raw = read_body(&mut c, first, |_| false);
-    // De-chunk with the crate's own reader, and check the media inside.
-    let mut body = Vec::new();
-    use std::io::Read;
-    muxcast::ingest::body::BodyReader::new(
-        &raw[..],
-        Vec::new(),
-        muxcast::ingest::body::BodyFraming::Chunked,
-        false,
-    )
-    .read_to_end(&mut body)
-    .unwrap();
-    let payload = mdat_payloads(&body);
-    assert!(payload.len() > 1000);
-    let at = position(&cyclic, &payload[..64]).expect("a run of source frames");
-    assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
+    // transfer, part by part, and ends when the segment does. (If it completed between
+    // the MPD and the request, it comes whole: take a fresh MPD and try the next one.)
+    let mut chunked = false;
+    for _ in 0..5 {
+        let (_, _, mpd) = request(
+            server.addr,
+            b"GET /live/manifest.mpd HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        let mpd = String::from_utf8_lossy(&mpd).to_string();
+        let video = &mpd[..mpd.find("contentType=\"audio\"").unwrap_or(mpd.len())];
+        let last = video.lines().rfind(|l| l.contains("<S t=")).unwrap();
+        let attr = |name: &str| -> u64 {
+            last.split(&format!(" {name}=\""))
+                .nth(1)
+                .map_or(0, |v| v.split('"').next().unwrap().parse().unwrap())
+        };
+        let next = attr("t") + attr("d") * (attr("r") + 1);
+        let mut c = send(
+            server.addr,
+            format!("GET /live/v0/t{next}.m4s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        let (status, head, first) = read_head(&mut c);
+        assert_eq!(status, 200, "{head}");
+        let raw = read_body(&mut c, first, |_| false);
+        let body = if head.contains("Transfer-Encoding: chunked") {
+            chunked = true;
+            // De-chunk with the crate's own reader.
+            let mut body = Vec::new();
+            use std::io::Read;
+            muxcast::ingest::body::BodyReader::new(
+                &raw[..],
+                Vec::new(),
+                muxcast::ingest::body::BodyFraming::Chunked,
+                false,
+            )
+            .read_to_end(&mut body)
+            .unwrap();
+            body
+        } else {
+            raw
+        };
+        let payload = mdat_payloads(&body);
+        assert!(payload.len() > 1000);
+        let at = position(&cyclic, &payload[..64]).expect("a run of source frames");
+        assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
+        if chunked {
+            break;
+        }
+    }
+    assert!(chunked, "the segment in progress was never served chunked");
     let (status, _, now) = request(server.addr, b"GET /time HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&now).ends_with('Z'));
