@@ -46,10 +46,6 @@ impl Gop {
         self.bytes.get()
     }
 
-    pub fn chunk(&self, i: usize) -> Option<Bytes> {
-        self.chunks.borrow().get(i).cloned()
-    }
-
     /// Calls `f` with the chunks from `from` on, for building a writev list without
     /// cloning each `Bytes`.
     pub fn with_chunks<R>(&self, from: usize, f: impl FnOnce(&[Bytes]) -> R) -> R {
@@ -130,7 +126,7 @@ impl LiveLog {
         self.ended = true;
     }
 
-    /// Appends one chunk. Returns true when it started a GOP.
+    /// Appends one chunk; `starts_gop` opens a new GOP (and closes the previous one).
     pub fn push(&mut self, bytes: Bytes, starts_gop: bool, pts_ns: i64) {
         if starts_gop || self.gops.back().is_none_or(|g| g.is_closed()) {
             if !starts_gop {

@@ -115,16 +115,12 @@ impl Rendition {
         self.current_init += 1;
         self.inits.insert(self.current_init, init);
         self.pending_discontinuity = true;
-        self.close_last();
+        self.close_segment();
     }
 
-    /// The last segment got its last part: it is complete now, not when the next one
-    /// starts (so its EXTINF and the next preload hint are right at once).
+    /// Marks the last segment complete: when its last part arrives (so its EXTINF and
+    /// the next preload hint are right at once), when a new one starts, or at the end.
     pub fn close_segment(&mut self) {
-        self.close_last();
-    }
-
-    fn close_last(&mut self) {
         if let Some(last) = self.segments.back_mut()
             && !last.complete
         {
@@ -144,7 +140,7 @@ impl Rendition {
                 .back()
                 .is_none_or(|s| s.complete || s.msn != msn);
         if need_new {
-            self.close_last();
+            self.close_segment();
             self.segments.push_back(SegmentData {
                 msn,
                 parts: Vec::new(),
@@ -170,7 +166,7 @@ impl Rendition {
     }
 
     pub fn end(&mut self) {
-        self.close_last();
+        self.close_segment();
         self.ended = true;
     }
 
