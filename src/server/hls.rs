@@ -371,13 +371,12 @@ pub fn request(
                 return Outcome::Answer(media(seg.buffers()));
             }
             // The segment in progress, or the next one (it starts where the last ends).
-            let next = r
-                .segments()
-                .last()
-                .map(|s| s.start_ticks() + s.duration_ticks());
+            let next_is_t = r
+                .next_segment_at()
+                .is_some_and(|(next, tolerance)| next.abs_diff(t) <= tolerance);
             if !r.ended
                 && (r.segment_at(t).is_some()
-                    || (next == Some(t) && r.segments().last().is_some_and(|s| s.complete)))
+                    || (next_is_t && r.segments().last().is_some_and(|s| s.complete)))
             {
                 return Outcome::Stream(SegmentStream {
                     stream: 0,

@@ -9,7 +9,7 @@
 //! (to within one audio frame).
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -19,7 +19,10 @@ use crate::media::{Codec, Track};
 use crate::mux::fmp4::timing::{
     AudioTimer, DtsReorder, ReorderDepth, TimeMap, ns_to_ticks, opus_packet_samples, ticks_to_ns,
 };
-use crate::mux::fmp4::{Chunk, FragmentWriter, Sample, init_segment, track_config};
+use crate::mux::fmp4::{
+    Chunk, FragmentWriter, PrftSemantics, Sample, init_segment, ntp_timestamp, prft, styp,
+    track_config,
+};
 
 /// Where a cut falls and what it starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +53,9 @@ pub struct PartOut {
     pub start_ns: i64,
     /// Decode time of the first sample, in the track's timescale (the chunk's tfdt).
     pub start_ticks: u64,
+    /// Earliest presentation time of the part's samples, in the track's timescale: with
+    /// B-frames it is later than `start_ticks` (DASH addresses segments by it).
+    pub presentation_ticks: u64,
     /// Begins with a sync sample.
     pub independent: bool,
     /// The first part of a new segment (the previous segment of this track is complete).
@@ -205,6 +211,7 @@ impl Segmenter {
         let start_ns = t.pending_start_ns.take().unwrap_or(0);
         let duration_ticks = samples.iter().map(|s| u64::from(s.duration)).sum();
         let start_ticks = samples.first().map_or(0, |s| s.dts);
+        let presentation_ticks = samples.iter().map(|s| s.pts).min().unwrap_or(start_ticks);
         let independent = samples.first().is_some_and(|s| s.sync);
         let chunk = t.writer.write(&samples).ok()?;
         let part = PartOut {
@@ -215,6 +222,7 @@ impl Segmenter {
             duration_ticks,
             start_ns,
             start_ticks,
+            presentation_ticks,
             independent,
             starts_segment: t.part == 0,
             ends_segment: new_segment,
@@ -596,25 +604,51 @@ impl CmafPipeline {
         (Some((pipeline, update)), warnings)
     }
 
-    fn pdt_ms(&mut self, start_ns: i64) -> i64 {
-        let (wall, media) = *self.wall_anchor.get_or_insert((unix_ms_now(), start_ns));
-        wall + (start_ns - media) / 1_000_000
+    /// Wall-clock time (Unix ns) of `start_ns` on the stream timeline: the first part
+    /// anchors media time to the wall clock; later ones follow media time.
+    fn wall_ns(&mut self, start_ns: i64) -> i64 {
+        let (wall_ms, media) = *self.wall_anchor.get_or_insert((unix_ms_now(), start_ns));
+        wall_ms.saturating_mul(1_000_000) + (start_ns - media)
     }
 
     fn parts_to_updates(&mut self, parts: Vec<PartOut>, out: &mut Vec<CmafUpdate>) {
         for p in parts {
             let ts = self.timescales.get(p.track).copied().unwrap_or(1).max(1);
-            let pdt = self.pdt_ms(p.start_ns);
+            let start_wall_ns = self.wall_ns(p.start_ns);
+            let pdt = start_wall_ns.div_euclid(1_000_000);
+            // A `styp` opens each segment; a `prft` in front of every chunk ties its
+            // first presentation time to the wall clock of the same anchor as the
+            // program date time and availabilityStartTime (LL-DASH players measure
+            // their latency with it).
+            let mut buffers = Vec::with_capacity(p.chunk.buffers.len() + 2);
+            if p.starts_segment {
+                buffers.push(styp());
+            }
+            let reorder_ns = ticks_to_ns(
+                i64::try_from(p.presentation_ticks - p.start_ticks).unwrap_or(0),
+                ts,
+            );
+            let wall_ns = start_wall_ns + reorder_ns;
+            let wall = UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(0));
+            buffers.push(prft(
+                1,
+                ntp_timestamp(wall),
+                p.presentation_ticks,
+                PrftSemantics::Input,
+            ));
+            buffers.extend(p.chunk.buffers);
+            let len = buffers.iter().map(|b| b.len() as u64).sum();
             out.push(CmafUpdate::Part {
                 rendition: p.track,
                 msn: p.msn,
                 part: PartData {
-                    len: p.chunk.len,
-                    buffers: p.chunk.buffers,
+                    len,
+                    buffers,
                     duration_s: p.duration_ticks as f64 / f64::from(ts),
                     independent: p.independent,
                     start_ticks: p.start_ticks,
                     duration_ticks: p.duration_ticks,
+                    presentation_ticks: p.presentation_ticks,
                 },
                 starts_segment: p.starts_segment,
                 ends_segment: p.ends_segment,

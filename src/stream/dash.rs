@@ -36,6 +36,7 @@ pub fn availability_start_ms(renditions: &[Rendition]) -> Option<i64> {
     let r = renditions.first()?;
     let s = r.segments().next()?;
     let ts = i64::from(r.info.timescale.max(1));
+    // The program date time is the wall clock of the segment's first decode time.
     Some(s.program_date_time_ms - (s.start_ticks() as i64) * 1000 / ts)
 }
 
@@ -106,8 +107,17 @@ pub fn mpd(renditions: &[Rendition], settings: &DashSettings, now_ms: i64) -> Op
         let _ = writeln!(out, "          <SegmentTimeline>");
         let mut prev: Option<(u64, u64, u32)> = None;
         let mut lines = Vec::new();
-        for s in r.segments().filter(|s| s.complete) {
-            let (t, d) = (s.start_ticks(), s.duration_ticks());
+        let complete: Vec<_> = r.segments().filter(|s| s.complete).collect();
+        for (k, s) in complete.iter().enumerate() {
+            // Presentation times: S@t is the segment's earliest presentation time, and
+            // S@d reaches the next segment's, so the timeline has no gap or overlap even
+            // when the reorder delay (PTS − DTS of the first frame) changed between them.
+            let t = s.presentation_ticks();
+            let d = complete
+                .get(k + 1)
+                .map(|n| n.presentation_ticks().saturating_sub(t))
+                .filter(|&d| d > 0)
+                .unwrap_or_else(|| s.duration_ticks());
             match &mut prev {
                 Some((pt, pd, repeat)) if *pd == d && *pt + *pd * (u64::from(*repeat) + 1) == t => {
                     *repeat += 1;
@@ -173,6 +183,7 @@ mod tests {
                         independent: p == 0,
                         start_ticks: start + 90_000,
                         duration_ticks: 18_000,
+                        presentation_ticks: start + 90_000,
                     },
                     p == 0,
                     1_700_000_001_000 + (msn * 2000 + p * 200) as i64,

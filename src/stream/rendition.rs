@@ -34,6 +34,8 @@ pub struct PartData {
     /// (DASH addresses segments by `$Time$`).
     pub start_ticks: u64,
     pub duration_ticks: u64,
+    /// Earliest presentation time of the part's samples (≥ `start_ticks`).
+    pub presentation_ticks: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +51,17 @@ pub struct SegmentData {
 impl SegmentData {
     pub fn start_ticks(&self) -> u64 {
         self.parts.first().map_or(0, |p| p.start_ticks)
+    }
+
+    /// The segment's earliest presentation time: its `S@t` and `$Time$` in DASH (the
+    /// MPD timeline is in presentation time; with B-frames the first decode time is
+    /// earlier).
+    pub fn presentation_ticks(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| p.presentation_ticks)
+            .min()
+            .unwrap_or(0)
     }
 
     pub fn duration_ticks(&self) -> u64 {
@@ -181,9 +194,24 @@ impl Rendition {
             .filter(|s| s.msn == msn)
     }
 
-    /// The segment that starts at `ticks` (DASH `$Time$`).
+    /// The segment whose presentation starts at `ticks` (DASH `$Time$`). A player
+    /// computes the time of the segment in progress as the last one's `t + d`; when the
+    /// encoder's reorder delay changed in between, that is off by a frame or two, so a
+    /// time within half the segment's first part still names it (segments are whole
+    /// GOPs, far longer than that).
     pub fn segment_at(&self, ticks: u64) -> Option<&SegmentData> {
-        self.segments.iter().find(|s| s.start_ticks() == ticks)
+        self.segments.iter().find(|s| {
+            let tolerance = s.parts.first().map_or(0, |p| p.duration_ticks / 2);
+            s.presentation_ticks().abs_diff(ticks) <= tolerance
+        })
+    }
+
+    /// Where the next segment is expected to start in presentation time (the last
+    /// segment's `t + d`), and how far off a request for it may be.
+    pub fn next_segment_at(&self) -> Option<(u64, u64)> {
+        let last = self.segments.back()?;
+        let tolerance = last.parts.last().map_or(0, |p| p.duration_ticks / 2);
+        Some((last.presentation_ticks() + last.duration_ticks(), tolerance))
     }
 
     pub fn part(&self, msn: u64, part: usize) -> Option<&PartData> {
@@ -268,6 +296,7 @@ mod tests {
             independent: false,
             start_ticks: 0,
             duration_ticks: 18_000,
+            presentation_ticks: 0,
         }
     }
 
