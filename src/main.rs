@@ -227,6 +227,7 @@ fn main() -> ExitCode {
         hls: HlsOptions {
             window: cli.window,
             target_duration_s: cli.segment_duration.ceil() as u32,
+            target_known: false,
             part_target_s: cli.part_duration,
             low_latency: cli.ll_hls,
         },

@@ -92,11 +92,42 @@ fn hls_playlists_and_segments_carry_the_source_frames() {
 
     let (_, src) = oracle_file("h264_aac.mkv");
     for (rendition, track) in [("v0", 0usize), ("a1", 1)] {
-        let (_, playlist) = get_ok(server.addr, &format!("/live/{rendition}/index.m3u8"));
-        let playlist = String::from_utf8(playlist).unwrap();
+        // The 12 s prefill is published within moments: wait for its segments.
+        let start = std::time::Instant::now();
+        let playlist = loop {
+            let (_, p) = get_ok(server.addr, &format!("/live/{rendition}/index.m3u8"));
+            let p = String::from_utf8(p).unwrap();
+            if p.lines().filter(|l| l.starts_with("seg")).count() >= 4 {
+                break p;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{p}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert!(playlist.starts_with("#EXTM3U\n"));
         assert!(playlist.contains("#EXT-X-TARGETDURATION:2\n"));
-        assert!(playlist.contains("#EXT-X-MAP:URI=\"init0.mp4\"\n"));
+        // Init and segment names are unique across runs (named by msns that start at
+        // the stream's start time), so caches may keep them for good.
+        let map = playlist
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+            .and_then(|u| u.strip_suffix('"'))
+            .expect("EXT-X-MAP");
+        let first_seg = playlist.lines().find(|l| l.ends_with(".m4s")).unwrap();
+        assert_eq!(
+            map.trim_start_matches("init").trim_end_matches(".mp4"),
+            first_seg.trim_start_matches("seg").trim_end_matches(".m4s"),
+            "the first init is named by the first msn"
+        );
+        let msn: u64 = first_seg[3..first_seg.len() - 4].parse().unwrap();
+        let now_ds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            / 100;
+        assert!(
+            (now_ds - 200..=now_ds).contains(&msn),
+            "msn {msn} from the start time"
+        );
         let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".m4s")).collect();
         assert!(segments.len() >= 4, "{playlist}");
         let durations: Vec<f64> = playlist
@@ -104,7 +135,11 @@ fn hls_playlists_and_segments_carry_the_source_frames() {
             .filter_map(|l| l.strip_prefix("#EXTINF:"))
             .map(|d| d.trim_end_matches(',').parse().unwrap())
             .collect();
-        let (_, init) = get_ok(server.addr, &format!("/live/{rendition}/init0.mp4"));
+        let (head, init) = get_ok(server.addr, &format!("/live/{rendition}/{map}"));
+        assert!(
+            head.contains("Cache-Control: public, max-age=31536000, immutable"),
+            "{head}"
+        );
         assert_eq!(&init[4..8], b"ftyp");
         // The source's frames of this track, twice (the file loops), as one byte string.
         let one: Vec<u8> = src
@@ -251,8 +286,10 @@ fn a_blocked_reload_that_cannot_be_answered_gets_503_after_three_target_duration
         Setup::default(),
         vec![("cam", muxcast::ingest::source::Input::Push)],
     );
-    // One push of a 2 s file, then silence: nothing more will be published.
-    let source = std::fs::read(testdata("h265_aac.mkv")).unwrap();
+    // One push of a 2 s file twice over (a complete first segment fixes the target
+    // duration), then silence: nothing more will be published.
+    let once = std::fs::read(testdata("h265_aac.mkv")).unwrap();
+    let source = [once.clone(), once].concat();
     let mut s = std::net::TcpStream::connect(server.addr).unwrap();
     use std::io::Write;
     write!(

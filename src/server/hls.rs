@@ -58,10 +58,13 @@ impl Answer {
 }
 
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-/// Playlists change with every part: a cache may hold one for a moment only.
-const PLAYLIST_CACHE: &str = "max-age=1";
-/// Segments, parts and init segments never change once they exist.
-const MEDIA_CACHE: &str = "max-age=60";
+/// Playlists and the MPD change with every part: a cache must ask again each time.
+const PLAYLIST_CACHE: &str = "no-cache";
+/// A blocking reload (`_HLS_msn`) answers one client's wait: never stored.
+const BLOCKING_PLAYLIST_CACHE: &str = "no-store";
+/// Segments, parts and init segments never change once they exist, and their names are
+/// never reused, even by a later run (`stream::RunBases`): caches may keep them.
+const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
 
 /// The multivariant playlist: the video rendition(s) as variant streams, audio as an
 /// EXT-X-MEDIA rendition group. None until the stream has renditions.
@@ -69,7 +72,9 @@ pub fn multivariant(renditions: &[Rendition]) -> Option<String> {
     if renditions.is_empty() {
         return None;
     }
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    // No EXT-X-INDEPENDENT-SEGMENTS here: a media playlist says it while it is true (a
+    // GOP longer than the target duration is cut without a keyframe).
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
     let audio: Vec<&Rendition> = renditions.iter().filter(|r| !r.info.video).collect();
     let video: Vec<&Rendition> = renditions.iter().filter(|r| r.info.video).collect();
     for (i, a) in audio.iter().enumerate() {
@@ -246,7 +251,13 @@ fn settings(options: &HlsOptions) -> PlaylistSettings {
     }
 }
 
-fn render(renditions: &[Rendition], r: &Rendition, skip: bool, options: &HlsOptions) -> Answer {
+fn render(
+    renditions: &[Rendition],
+    r: &Rendition,
+    skip: bool,
+    blocking: bool,
+    options: &HlsOptions,
+) -> Answer {
     let reports: Vec<RenditionReport> = renditions
         .iter()
         .filter(|o| o.info.id != r.info.id)
@@ -267,7 +278,12 @@ fn render(renditions: &[Rendition], r: &Rendition, skip: bool, options: &HlsOpti
         r.ended,
         &reports,
     );
-    Answer::text(200, PLAYLIST_TYPE, PLAYLIST_CACHE, body)
+    let cache = if blocking {
+        BLOCKING_PLAYLIST_CACHE
+    } else {
+        PLAYLIST_CACHE
+    };
+    Answer::text(200, PLAYLIST_TYPE, cache, body)
 }
 
 fn media(body: Vec<Bytes>) -> Answer {
@@ -309,12 +325,23 @@ pub fn request(
             let msn = query_param(query, "_HLS_msn");
             let part = query_param(query, "_HLS_part");
             let skip = matches!(query_param(query, "_HLS_skip"), Some("YES" | "v2"));
+            if !options.target_known && !r.ended {
+                // The first segment (whole GOPs) chooses the target duration: until it
+                // is cut, a playlist would state a target later segments might break.
+                return Outcome::Wait(waiter(Want::Playlist {
+                    msn: 0,
+                    part: None,
+                    skip: false,
+                }));
+            }
             if !options.low_latency {
                 // Plain HLS: the directives are not offered, so they are ignored.
-                return Outcome::Answer(render(renditions, r, false, options));
+                return Outcome::Answer(render(renditions, r, false, false, options));
             }
             let (msn, part) = match (msn, part) {
-                (None, None) => return Outcome::Answer(render(renditions, r, skip, options)),
+                (None, None) => {
+                    return Outcome::Answer(render(renditions, r, skip, false, options));
+                }
                 (None, Some(_)) => {
                     return Outcome::Answer(Answer::error(
                         400,
@@ -337,7 +364,7 @@ pub fn request(
             };
             // With the stream over, the directives are ignored.
             if r.ended || r.has(msn, part) {
-                return Outcome::Answer(render(renditions, r, skip, options));
+                return Outcome::Answer(render(renditions, r, skip, true, options));
             }
             let last = r.last_position().map_or(0, |(m, _)| m);
             // Advance limit: no further than two segments past the last one.
@@ -408,9 +435,9 @@ pub fn retry(
         ));
     };
     match w.want {
-        Want::Playlist { msn, part, skip } => {
-            (r.ended || r.has(msn, part)).then(|| render(renditions, r, skip, options))
-        }
+        Want::Playlist { msn, part, skip } => (r.ended
+            || (options.target_known && r.has(msn, part)))
+        .then(|| render(renditions, r, skip, true, options)),
         Want::Part { msn, part } => match r.part(msn, part) {
             Some(p) => Some(media(p.buffers.clone())),
             // Went past it: the segment closed with fewer parts, or the stream ended.
@@ -444,7 +471,7 @@ pub fn rendition_resource(
         return Answer::error(404, format!("no rendition {id:?}"));
     };
     match resource {
-        HlsResource::Playlist => render(renditions, r, false, options),
+        HlsResource::Playlist => render(renditions, r, false, false, options),
         HlsResource::Init(n) => match r.inits.get(&n) {
             Some(b) => Answer {
                 status: 200,

@@ -206,7 +206,7 @@ pub enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HlsResource {
     Playlist,
-    Init(u32),
+    Init(u64),
     Segment(u64),
     Part(u64, usize),
     /// A segment by its start time in the rendition's timescale (DASH `$Time$`).

@@ -59,7 +59,11 @@ pub struct ServerOptions {
 pub struct HlsOptions {
     /// Segments kept per rendition.
     pub window: usize,
+    /// The configured segment duration rounded up; a stream's own target is chosen by
+    /// its first segment (whole GOPs) and replaces it.
     pub target_duration_s: u32,
+    /// Whether `target_duration_s` is the stream's own: playlists wait for it.
+    pub target_known: bool,
     pub part_target_s: f64,
     /// LL-HLS tags and blocking requests; off (`--no-ll-hls`) for caches that cannot
     /// hold blocking requests.
@@ -71,6 +75,7 @@ impl Default for HlsOptions {
         HlsOptions {
             window: 10,
             target_duration_s: 2,
+            target_known: true,
             part_target_s: 0.2,
             low_latency: true,
         }
@@ -131,6 +136,8 @@ struct StreamSlot {
     waiters: Vec<Token>,
     /// PART-TARGET as the publisher fixed it (whole frames); None until renditions exist.
     part_target_s: Option<f64>,
+    /// EXT-X-TARGETDURATION as the first segment fixed it.
+    target_duration_s: Option<u32>,
 }
 
 struct LiveCursor {
@@ -246,6 +253,7 @@ impl Server {
             unflushed_since: None,
             waiters: Vec::new(),
             part_target_s: None,
+            target_duration_s: None,
         });
         self.streams.len() - 1
     }
@@ -645,7 +653,7 @@ impl Server {
                     Some(id) => match dash::mpd(
                         &self.streams[id].renditions,
                         &DashSettings {
-                            segment_s: f64::from(self.options.hls.target_duration_s),
+                            segment_s: f64::from(self.hls_options(id).target_duration_s),
                             part_s: self.hls_options(id).part_target_s,
                             window: self.options.hls.window,
                         },
@@ -739,14 +747,10 @@ impl Server {
         }
     }
 
-    /// The HLS settings of stream `id`: the server's, with the stream's PART-TARGET.
+    /// The HLS settings of stream `id`: the server's, with the stream's PART-TARGET and
+    /// target duration.
     fn hls_options(&self, id: usize) -> HlsOptions {
-        HlsOptions {
-            part_target_s: self.streams[id]
-                .part_target_s
-                .unwrap_or(self.options.hls.part_target_s),
-            ..self.options.hls.clone()
-        }
+        stream_hls_options(&self.streams[id], &self.options.hls)
     }
 
     fn find_stream(&self, name: &str) -> Option<usize> {
@@ -1138,10 +1142,7 @@ impl Server {
                 continue;
             };
             let slot = &self.streams[id];
-            let options = HlsOptions {
-                part_target_s: slot.part_target_s.unwrap_or(self.options.hls.part_target_s),
-                ..self.options.hls.clone()
-            };
+            let options = stream_hls_options(slot, &self.options.hls);
             let answer = match hls::retry(&slot.renditions, waiter, &options, now) {
                 Some(answer) => answer,
                 None if all || now >= waiter.deadline => hls::timeout_answer(waiter),
@@ -1217,12 +1218,23 @@ fn raise_backlog(listener: &TcpListener) -> io::Result<()> {
     }
 }
 
+fn stream_hls_options(slot: &StreamSlot, server: &HlsOptions) -> HlsOptions {
+    HlsOptions {
+        part_target_s: slot.part_target_s.unwrap_or(server.part_target_s),
+        target_duration_s: slot.target_duration_s.unwrap_or(server.target_duration_s),
+        target_known: slot.target_duration_s.is_some(),
+        ..server.clone()
+    }
+}
+
 /// Applies a CMAF update to a stream's renditions.
 fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
     match update {
+        CmafUpdate::TargetDuration(t) => slot.target_duration_s = Some(t),
         CmafUpdate::Renditions {
             list,
             part_target_s,
+            init_id,
         } => {
             slot.part_target_s = Some(part_target_s);
             let same = slot.renditions.len() == list.len()
@@ -1234,13 +1246,12 @@ fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
             if same {
                 // Same renditions, new configuration: a new init and a discontinuity.
                 for (r, (info, init)) in slot.renditions.iter_mut().zip(list) {
-                    r.info = info;
-                    r.new_init(init);
+                    r.new_init(info, init, init_id);
                 }
             } else {
                 slot.renditions = list
                     .into_iter()
-                    .map(|(info, init)| Rendition::new(info, init, window))
+                    .map(|(info, init)| Rendition::new(info, init, init_id, window))
                     .collect();
             }
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::RunBases;
 use super::rendition::{PartData, RenditionInfo};
 use crate::media::codec::{CmafInfo, CmafTrack, cmaf_info};
 use crate::media::{Codec, Track};
@@ -62,6 +63,9 @@ pub struct PartOut {
     pub starts_segment: bool,
     /// The last part of its segment: the segment is complete with it.
     pub ends_segment: bool,
+    /// Set on the part that completes the stream's first segment: the target duration
+    /// (whole seconds) chosen from it, which every later segment keeps to.
+    pub target_duration_s: Option<u32>,
 }
 
 struct TrackState {
@@ -87,6 +91,20 @@ pub struct Segmenter {
     leader_step_ns: i64,
     /// Keeps the leader's cuts bounded when a follower track never sends anything.
     max_pending_cuts: usize,
+    /// EXT-X-TARGETDURATION: unknown until the first segment is cut (a segment is whole
+    /// GOPs, so the stream's GOP decides it), then fixed.
+    target_duration_s: Option<u32>,
+    /// The target was just chosen: the part the cut completes announces it.
+    announce_target: bool,
+}
+
+/// The target duration a first segment of `len_ns` asks for: its length rounded to the
+/// nearest second (EXTINF is compared after rounding), and never under the configured
+/// segment duration rounded up.
+fn target_for(len_ns: i64, segment_ns: i64) -> u32 {
+    let configured = (segment_ns.max(1) + 999_999_999) / 1_000_000_000;
+    let measured = (len_ns + 500_000_000) / 1_000_000_000;
+    u32::try_from(configured.max(measured).max(1)).unwrap_or(u32::MAX)
 }
 
 /// How many unapplied cuts a silent follower may collect before the oldest are dropped.
@@ -95,11 +113,14 @@ const MAX_PENDING_CUTS: usize = 256;
 impl Segmenter {
     /// `timescales[i]` is track i's timescale; `leader` the track whose cuts rule;
     /// `first_msn` the media sequence number of the first segment.
+    /// `target_duration_s`: the stream's target duration if an earlier segmenter of the
+    /// same stream chose it (it never changes during a stream).
     pub fn new(
         options: SegmenterOptions,
         timescales: &[u32],
         leader: usize,
         first_msn: u64,
+        target_duration_s: Option<u32>,
     ) -> Self {
         Segmenter {
             options,
@@ -121,6 +142,8 @@ impl Segmenter {
             segment_start_ns: None,
             leader_step_ns: 0,
             max_pending_cuts: MAX_PENDING_CUTS,
+            target_duration_s,
+            announce_target: false,
         }
     }
 
@@ -140,8 +163,11 @@ impl Segmenter {
         let at_ns = self.ns(track, sample.dts);
         if track == self.leader {
             let step = self.ns(track, u64::from(sample.duration));
-            if let Some(cut) = self.leader_cut(at_ns, sample.sync) {
-                if let Some(p) = self.finish_part(track, cut.new_segment) {
+            if let Some(cut) = self.leader_cut(at_ns, sample.sync, step) {
+                if let Some(mut p) = self.finish_part(track, cut.new_segment) {
+                    if std::mem::take(&mut self.announce_target) {
+                        p.target_duration_s = self.target_duration_s;
+                    }
                     out.push(p);
                 }
                 for (i, t) in self.tracks.iter_mut().enumerate() {
@@ -178,8 +204,11 @@ impl Segmenter {
     }
 
     /// The leader's rule: a segment at a sync sample once the segment is long enough; a
-    /// part once the part is long enough.
-    fn leader_cut(&mut self, at_ns: i64, sync: bool) -> Option<Cut> {
+    /// part once the part is long enough. A GOP longer than the target duration (fixed
+    /// by the first segment) is cut without a sync sample before the segment would
+    /// round to more than the target: that segment is not independent, but the
+    /// playlist stays valid. `step` is this sample's duration.
+    fn leader_cut(&mut self, at_ns: i64, sync: bool, step: i64) -> Option<Cut> {
         let seg_start = *self.segment_start_ns.get_or_insert(at_ns);
         let t = &self.tracks[self.leader];
         let part_start = t.pending_start_ns?;
@@ -187,7 +216,20 @@ impl Segmenter {
             return None;
         }
         let tolerance = self.leader_step_ns / 2;
-        if sync && at_ns - seg_start + tolerance >= self.options.segment_ns {
+        let len = at_ns - seg_start;
+        let new_segment = if sync && len + tolerance >= self.options.segment_ns {
+            if self.target_duration_s.is_none() {
+                self.target_duration_s = Some(target_for(len, self.options.segment_ns));
+                self.announce_target = true;
+            }
+            true
+        } else {
+            // Just under target + ½ s: EXTINF rounds to at most the target.
+            self.target_duration_s.is_some_and(|target| {
+                len + step.max(0) >= i64::from(target) * 1_000_000_000 + 500_000_000
+            })
+        };
+        if new_segment {
             self.segment_start_ns = Some(at_ns);
             return Some(Cut {
                 at_ns,
@@ -226,6 +268,7 @@ impl Segmenter {
             independent,
             starts_segment: t.part == 0,
             ends_segment: new_segment,
+            target_duration_s: None,
         };
         if new_segment {
             t.msn += 1;
@@ -271,7 +314,7 @@ mod tests {
     /// 25 fps video (3600 ticks at 90 kHz) with a keyframe every `gop` frames, and 48 kHz
     /// AAC (1024-sample frames), interleaved by time. Returns every part produced.
     fn run(frames: u64, gop: u64) -> Vec<PartOut> {
-        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0);
+        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0, None);
         let mut parts = Vec::new();
         let mut audio = 0u64;
         for f in 0..frames {
@@ -367,6 +410,7 @@ mod tests {
                 &[90_000],
                 0,
                 0,
+                None,
             );
             let mut parts = Vec::new();
             for f in 0..300u64 {
@@ -384,8 +428,65 @@ mod tests {
     }
 
     #[test]
+    fn the_first_segment_chooses_the_target_duration_once() {
+        let parts = run(300, 75); // 3 s GOPs against 2 s segments
+        let targets: Vec<(u64, u32)> = parts
+            .iter()
+            .filter_map(|p| p.target_duration_s.map(|t| (p.msn, t)))
+            .collect();
+        // Announced once, by the video part that completes segment 0.
+        assert_eq!(targets, vec![(0, 3)]);
+        let announcer = parts
+            .iter()
+            .find(|p| p.target_duration_s.is_some())
+            .unwrap();
+        assert!(announcer.ends_segment && announcer.track == 0);
+        assert_eq!(target_for(2_000_000_000, 2_000_000_000), 2);
+        assert_eq!(target_for(2_490_000_000, 2_000_000_000), 2);
+        assert_eq!(target_for(2_500_000_000, 2_000_000_000), 3);
+        assert_eq!(target_for(1_000_000_000, 1_500_000_000), 2);
+    }
+
+    #[test]
+    fn a_gop_longer_than_the_target_is_cut_without_a_keyframe() {
+        // Keyframes at 0 s, 2 s, then only from 10 s on every 2 s: the target is 2 s, so
+        // the 8 s GOP is cut into segments that never round to more than 2 s.
+        let mut s = Segmenter::new(options(), &[90_000], 0, 0, None);
+        let mut parts = Vec::new();
+        for f in 0..400u64 {
+            let sync = f == 0 || f == 50 || (f >= 250 && f % 50 == 0);
+            parts.extend(s.push(0, sample(f * 3600, 3600, sync)));
+        }
+        parts.extend(s.finish());
+        let mut segments: Vec<(u64, bool)> = Vec::new(); // (ticks, independent)
+        for p in &parts {
+            if p.starts_segment {
+                segments.push((0, p.independent));
+            }
+            segments.last_mut().unwrap().0 += p.duration_ticks;
+        }
+        let complete = &segments[..segments.len() - 1];
+        assert!(complete.len() >= 6, "{segments:?}");
+        for &(ticks, _) in complete {
+            assert!(
+                ticks < 225_000,
+                "{} s rounds above 2",
+                ticks as f64 / 90_000.0
+            );
+        }
+        assert!(complete[0].1 && complete[1].1);
+        assert!(complete.iter().any(|&(_, independent)| !independent));
+        // Segments start at keyframes again once one comes when a segment is due.
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.starts_segment && p.independent && p.start_ns >= 10_000 * MS)
+        );
+    }
+
+    #[test]
     fn a_silent_follower_does_not_collect_cuts_without_bound() {
-        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0);
+        let mut s = Segmenter::new(options(), &[90_000, 48_000], 0, 0, None);
         for f in 0..10_000u64 {
             s.push(0, sample(f * 3600, 3600, f % 50 == 0));
         }
@@ -405,6 +506,9 @@ pub enum CmafUpdate {
         list: Vec<RenditionInit>,
         /// PART-TARGET: the part duration in whole frames of the leading track.
         part_target_s: f64,
+        /// Names the init segments (`init{id}.mp4`): the msn of their first segment,
+        /// unique across runs.
+        init_id: u64,
     },
     /// A finished part of rendition `rendition` (index into the last `Renditions`).
     Part {
@@ -415,6 +519,9 @@ pub enum CmafUpdate {
         ends_segment: bool,
         program_date_time_ms: i64,
     },
+    /// The stream's target duration, chosen when its first segment was cut (before
+    /// that segment's last part); it never changes.
+    TargetDuration(u32),
     /// The input ended: the last parts were sent; every segment is complete.
     End,
 }
@@ -495,8 +602,10 @@ impl CmafPipeline {
         keyframe_track: usize,
         keyframe: &[u8],
         options: SegmenterOptions,
-        first_msn: u64,
+        bases: RunBases,
+        target_duration_s: Option<u32>,
     ) -> (Option<(CmafPipeline, CmafUpdate)>, Vec<String>) {
+        let first_msn = bases.first_msn;
         let mut warnings = Vec::new();
         let mut pipeline_tracks: Vec<PipelineTrack> = Vec::new();
         let mut renditions = Vec::new();
@@ -572,7 +681,7 @@ impl CmafPipeline {
             pipeline_tracks.push(PipelineTrack {
                 rendition: Some(renditions.len() - 1),
                 timing,
-                map: TimeMap::new(info.timescale, 0),
+                map: TimeMap::new(info.timescale, -bases.media_epoch_ns),
             });
             rendition_track.push(timescales.len());
             timescales.push(info.timescale);
@@ -591,7 +700,7 @@ impl CmafPipeline {
         }
         let pipeline = CmafPipeline {
             tracks: pipeline_tracks,
-            segmenter: Segmenter::new(options, &timescales, leader, first_msn),
+            segmenter: Segmenter::new(options, &timescales, leader, first_msn, target_duration_s),
             rendition_track,
             timescales,
             wall_anchor: None,
@@ -600,6 +709,7 @@ impl CmafPipeline {
         let update = CmafUpdate::Renditions {
             list: renditions,
             part_target_s,
+            init_id: first_msn,
         };
         (Some((pipeline, update)), warnings)
     }
@@ -613,6 +723,9 @@ impl CmafPipeline {
 
     fn parts_to_updates(&mut self, parts: Vec<PartOut>, out: &mut Vec<CmafUpdate>) {
         for p in parts {
+            if let Some(target) = p.target_duration_s {
+                out.push(CmafUpdate::TargetDuration(target));
+            }
             let ts = self.timescales.get(p.track).copied().unwrap_or(1).max(1);
             let start_wall_ns = self.wall_ns(p.start_ns);
             let pdt = start_wall_ns.div_euclid(1_000_000);

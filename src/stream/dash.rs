@@ -63,87 +63,46 @@ pub fn mpd(renditions: &[Rendition], settings: &DashSettings, now_ms: i64) -> Op
         (settings.segment_s * 750.0) as u64,
         (settings.segment_s * 3000.0) as u64,
     );
-    let _ = writeln!(out, r#"  <Period id="0" start="PT0S">"#);
-    for (i, r) in renditions.iter().enumerate() {
-        let info = &r.info;
-        let kind = if info.video { "video" } else { "audio" };
-        let _ = writeln!(
-            out,
-            r#"    <AdaptationSet id="{i}" contentType="{kind}" mimeType="{kind}/mp4" segmentAlignment="true" startWithSAP="1">"#
-        );
-        let mut rep = format!(
-            r#"      <Representation id="{}" codecs="{}" bandwidth="{}""#,
-            xml_attr(&info.id),
-            xml_attr(&info.codec_string),
-            r.bandwidth_bps().max(1)
-        );
-        if info.video {
-            let _ = write!(rep, r#" width="{}" height="{}""#, info.width, info.height);
-            if let Some(fps) = info.frame_rate {
-                let _ = write!(rep, r#" frameRate="{}""#, (fps * 1000.0).round() / 1000.0);
-            }
-        } else {
-            let _ = write!(rep, r#" audioSamplingRate="{}""#, info.sample_rate);
+    // One Period per init segment in the window: a new init (new parameter sets, new
+    // tracks) cannot continue a Period whose SegmentTemplate names the old one.
+    let lead = renditions.first()?;
+    let mut periods: Vec<u64> = Vec::new();
+    for s in lead.segments().filter(|s| s.complete) {
+        if periods.last() != Some(&s.init) {
+            periods.push(s.init);
         }
-        let _ = writeln!(out, "{rep}>");
-        if !info.video {
-            let _ = writeln!(
-                out,
-                r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="{}"/>"#,
-                info.channels.max(1)
-            );
-        }
-        // A segment may be fetched this long before it is complete: dash.js then reads
-        // its chunks as they are produced (chunked transfer).
-        let offset = (settings.segment_s - settings.part_s).max(0.0);
-        let _ = writeln!(
-            out,
-            r#"        <SegmentTemplate timescale="{}" initialization="{}/init{}.mp4" media="{}/t$Time$.m4s" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
-            info.timescale,
-            xml_attr(&info.id),
-            r.current_init,
-            xml_attr(&info.id)
-        );
-        let _ = writeln!(out, "          <SegmentTimeline>");
-        let mut prev: Option<(u64, u64, u32)> = None;
-        let mut lines = Vec::new();
-        let complete: Vec<_> = r.segments().filter(|s| s.complete).collect();
-        for (k, s) in complete.iter().enumerate() {
-            // Presentation times: S@t is the segment's earliest presentation time, and
-            // S@d reaches the next segment's, so the timeline has no gap or overlap even
-            // when the reorder delay (PTS − DTS of the first frame) changed between them.
-            let t = s.presentation_ticks();
-            let d = complete
-                .get(k + 1)
-                .map(|n| n.presentation_ticks().saturating_sub(t))
-                .filter(|&d| d > 0)
-                .unwrap_or_else(|| s.duration_ticks());
-            match &mut prev {
-                Some((pt, pd, repeat)) if *pd == d && *pt + *pd * (u64::from(*repeat) + 1) == t => {
-                    *repeat += 1;
-                }
-                _ => {
-                    if let Some(p) = prev.take() {
-                        lines.push(p);
-                    }
-                    prev = Some((t, d, 0));
-                }
-            }
-        }
-        lines.extend(prev);
-        for (t, d, repeat) in lines {
-            if repeat > 0 {
-                let _ = writeln!(out, r#"            <S t="{t}" d="{d}" r="{repeat}"/>"#);
-            } else {
-                let _ = writeln!(out, r#"            <S t="{t}" d="{d}"/>"#);
-            }
-        }
-        let _ = writeln!(out, "          </SegmentTimeline>");
-        let _ = writeln!(out, "        </SegmentTemplate>");
-        let _ = writeln!(out, "      </Representation>");
-        let _ = writeln!(out, "    </AdaptationSet>");
     }
-    let _ = writeln!(out, "  </Period>");
+    if periods.is_empty() {
+        periods.push(lead.segments().next()?.init);
+    }
+    let lead_ts = u64::from(lead.info.timescale.max(1));
+    for init in periods {
+        // Media time runs on across Periods: a later Period starts at its first
+        // segment's presentation time, and presentationTimeOffset maps that media time
+        // to the Period's start in every rendition.
+        let start_ms = if init == lead.first_init {
+            0
+        } else {
+            let ticks = lead.init_starts.get(&init).copied().or_else(|| {
+                lead.segments()
+                    .find(|s| s.init == init)
+                    .map(|s| s.presentation_ticks())
+            });
+            ticks.unwrap_or(0) * 1000 / lead_ts
+        };
+        let _ = writeln!(
+            out,
+            r#"  <Period id="{init}" start="PT{}.{:03}S">"#,
+            start_ms / 1000,
+            start_ms % 1000
+        );
+        for (i, r) in renditions.iter().enumerate() {
+            let pto =
+                (init != lead.first_init).then(|| start_ms * u64::from(r.info.timescale) / 1000);
+            adaptation_set(&mut out, i, r, settings, init, pto);
+        }
+        let _ = writeln!(out, "  </Period>");
+    }
     let _ = writeln!(
         out,
         r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>"#
@@ -152,14 +111,108 @@ pub fn mpd(renditions: &[Rendition], settings: &DashSettings, now_ms: i64) -> Op
     Some(out)
 }
 
+/// One AdaptationSet (one rendition, one Representation) of Period `init`: its
+/// complete segments with that init.
+fn adaptation_set(
+    out: &mut String,
+    i: usize,
+    r: &Rendition,
+    settings: &DashSettings,
+    init: u64,
+    pto: Option<u64>,
+) {
+    let info = r.info_of(init);
+    let kind = if info.video { "video" } else { "audio" };
+    let _ = writeln!(
+        out,
+        r#"    <AdaptationSet id="{i}" contentType="{kind}" mimeType="{kind}/mp4" segmentAlignment="true" startWithSAP="1">"#
+    );
+    let mut rep = format!(
+        r#"      <Representation id="{}" codecs="{}" bandwidth="{}""#,
+        xml_attr(&info.id),
+        xml_attr(&info.codec_string),
+        r.bandwidth_bps().max(1)
+    );
+    if info.video {
+        let _ = write!(rep, r#" width="{}" height="{}""#, info.width, info.height);
+        if let Some(fps) = info.frame_rate {
+            let _ = write!(rep, r#" frameRate="{}""#, (fps * 1000.0).round() / 1000.0);
+        }
+    } else {
+        let _ = write!(rep, r#" audioSamplingRate="{}""#, info.sample_rate);
+    }
+    let _ = writeln!(out, "{rep}>");
+    if !info.video {
+        let _ = writeln!(
+            out,
+            r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="{}"/>"#,
+            info.channels.max(1)
+        );
+    }
+    // A segment may be fetched this long before it is complete: dash.js then reads
+    // its chunks as they are produced (chunked transfer).
+    let offset = (settings.segment_s - settings.part_s).max(0.0);
+    let pto = pto.map_or(String::new(), |t| {
+        format!(r#" presentationTimeOffset="{t}""#)
+    });
+    let _ = writeln!(
+        out,
+        r#"        <SegmentTemplate timescale="{}"{pto} initialization="{}/init{init}.mp4" media="{}/t$Time$.m4s" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
+        info.timescale,
+        xml_attr(&info.id),
+        xml_attr(&info.id)
+    );
+    let _ = writeln!(out, "          <SegmentTimeline>");
+    let mut prev: Option<(u64, u64, u32)> = None;
+    let mut lines = Vec::new();
+    let complete: Vec<_> = r
+        .segments()
+        .filter(|s| s.complete && s.init == init)
+        .collect();
+    for (k, s) in complete.iter().enumerate() {
+        // Presentation times: S@t is the segment's earliest presentation time, and
+        // S@d reaches the next segment's, so the timeline has no gap or overlap even
+        // when the reorder delay (PTS − DTS of the first frame) changed between them.
+        let t = s.presentation_ticks();
+        let d = complete
+            .get(k + 1)
+            .map(|n| n.presentation_ticks().saturating_sub(t))
+            .filter(|&d| d > 0)
+            .unwrap_or_else(|| s.duration_ticks());
+        match &mut prev {
+            Some((pt, pd, repeat)) if *pd == d && *pt + *pd * (u64::from(*repeat) + 1) == t => {
+                *repeat += 1;
+            }
+            _ => {
+                if let Some(p) = prev.take() {
+                    lines.push(p);
+                }
+                prev = Some((t, d, 0));
+            }
+        }
+    }
+    lines.extend(prev);
+    for (t, d, repeat) in lines {
+        if repeat > 0 {
+            let _ = writeln!(out, r#"            <S t="{t}" d="{d}" r="{repeat}"/>"#);
+        } else {
+            let _ = writeln!(out, r#"            <S t="{t}" d="{d}"/>"#);
+        }
+    }
+    let _ = writeln!(out, "          </SegmentTimeline>");
+    let _ = writeln!(out, "        </SegmentTemplate>");
+    let _ = writeln!(out, "      </Representation>");
+    let _ = writeln!(out, "    </AdaptationSet>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stream::rendition::{PartData, RenditionInfo};
     use bytes::Bytes;
 
-    fn rendition() -> Rendition {
-        let info = RenditionInfo {
+    fn info() -> RenditionInfo {
+        RenditionInfo {
             id: "v0".into(),
             video: true,
             codec_string: "avc1.64001f".into(),
@@ -169,9 +222,12 @@ mod tests {
             frame_rate: Some(25.0),
             sample_rate: 0,
             channels: 0,
-        };
-        let mut r = Rendition::new(info, Bytes::from_static(b"init"), 10);
-        for msn in 0..4u64 {
+        }
+    }
+
+    /// Segments `msns` of 2 s (ten 200 ms parts), media time 1 s + 2 s × msn.
+    fn push_segments(r: &mut Rendition, msns: std::ops::Range<u64>) {
+        for msn in msns {
             for p in 0..10u64 {
                 let start = msn * 180_000 + p * 18_000;
                 r.push_part(
@@ -190,7 +246,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn rendition() -> Rendition {
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 0, 10);
+        push_segments(&mut r, 0..4);
         r
+    }
+
+    #[test]
+    fn a_new_init_starts_a_new_period_at_its_first_segment() {
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 0, 10);
+        push_segments(&mut r, 0..3);
+        let mut bigger = info();
+        bigger.width = 640;
+        bigger.height = 480;
+        r.new_init(bigger, Bytes::from_static(b"init1"), 3);
+        push_segments(&mut r, 3..6);
+        let settings = DashSettings {
+            segment_s: 2.0,
+            part_s: 0.2,
+            window: 10,
+        };
+        let m = mpd(&[r], &settings, 1_700_000_012_000).unwrap();
+        let parsed = dash_mpd_core::parse(&m).unwrap();
+        assert!(dash_mpd_core::check_conformity(&parsed).is_empty());
+        assert_eq!(parsed.periods.len(), 2, "{m}");
+        // Period 0: the three segments of init 0, as they were (320x240).
+        assert!(m.contains(r#"<Period id="0" start="PT0.000S">"#), "{m}");
+        let (p0, p1) = m.split_once(r#"<Period id="3""#).unwrap();
+        assert!(p0.contains(r#"initialization="v0/init0.mp4""#));
+        assert!(p0.contains(r#"width="320" height="240""#));
+        assert!(p0.contains(r#"<S t="90000" d="180000" r="2"/>"#), "{m}");
+        // Period 1 starts at its first segment's presentation time (media 7 s) and maps
+        // that media time to its start.
+        assert!(p1.starts_with(r#" start="PT7.000S">"#), "{m}");
+        assert!(p1.contains(r#"presentationTimeOffset="630000""#));
+        assert!(p1.contains(r#"initialization="v0/init3.mp4""#));
+        assert!(p1.contains(r#"width="640" height="480""#));
+        // The last segment is in progress: two complete ones.
+        assert!(p1.contains(r#"<S t="630000" d="180000" r="1"/>"#), "{m}");
     }
 
     #[test]

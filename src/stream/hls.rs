@@ -30,7 +30,7 @@ pub struct SegmentInfo {
     /// A discontinuity (new init segment, new timeline) precedes it.
     pub discontinuity: bool,
     /// The init segment its samples need (changes at a discontinuity).
-    pub init: u32,
+    pub init: u64,
 }
 
 /// Playlist-wide settings; they never change during a stream.
@@ -57,7 +57,7 @@ pub fn part_uri(msn: u64, part: usize) -> String {
     format!("part{msn}.{part}.m4s")
 }
 
-pub fn init_uri(init: u32) -> String {
+pub fn init_uri(init: u64) -> String {
     format!("init{init}.mp4")
 }
 
@@ -109,7 +109,12 @@ pub fn media_playlist(
             "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}"
         );
     }
-    let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
+    let independent = segments
+        .iter()
+        .all(|s| s.parts.first().is_none_or(|p| p.independent));
+    if independent {
+        let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS");
+    }
     if ll {
         let _ = writeln!(
             out,

@@ -122,10 +122,41 @@ pub struct Publisher {
     cmaf_rebuild: bool,
     /// The next segment's media sequence number: it never goes back, across pipelines.
     next_msn: u64,
+    /// Added to the stream timeline to make CMAF media times (see [`RunBases`]).
+    media_epoch_ns: i64,
+    /// HLS target duration once the first segment chose it: kept by later pipelines.
+    target_duration_s: Option<u32>,
+}
+
+/// Where a stream's media sequence numbers and CMAF media times begin. Segment and init
+/// URLs are named by them and served as immutable, so an HTTP cache in front must never
+/// see the same URL twice for different bytes, even across restarts of the stream or the
+/// server: both begin at the wall clock of the stream's start. Media times are then
+/// roughly Unix time (DASH's availabilityStartTime is near 1970, as in DASH-IF's own
+/// live streams), and the first msn is the start time in tenths of a second, which no
+/// earlier run of the stream could have reached with segments of a GOP or more.
+#[derive(Clone, Copy, Debug)]
+pub struct RunBases {
+    pub first_msn: u64,
+    pub media_epoch_ns: i64,
+}
+
+impl RunBases {
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ms = i64::try_from(since.as_millis()).unwrap_or(0);
+        RunBases {
+            first_msn: u64::try_from(ms / 100).unwrap_or(0),
+            media_epoch_ns: ms.saturating_mul(1_000_000),
+        }
+    }
 }
 
 impl Publisher {
     pub fn new(stream: usize, notify: Box<dyn Notify>, options: PublishOptions) -> Self {
+        let bases = RunBases::now();
         Publisher {
             stream,
             notify,
@@ -136,7 +167,9 @@ impl Publisher {
             live: false,
             cmaf: None,
             cmaf_rebuild: false,
-            next_msn: 0,
+            next_msn: bases.first_msn,
+            media_epoch_ns: bases.media_epoch_ns,
+            target_duration_s: None,
         }
     }
 
@@ -223,8 +256,10 @@ impl Publisher {
 
     fn send_cmaf(&mut self, updates: Vec<cmaf::CmafUpdate>) {
         for u in updates {
-            if let cmaf::CmafUpdate::Part { msn, .. } = &u {
-                self.next_msn = self.next_msn.max(msn + 1);
+            match &u {
+                cmaf::CmafUpdate::Part { msn, .. } => self.next_msn = self.next_msn.max(msn + 1),
+                cmaf::CmafUpdate::TargetDuration(t) => self.target_duration_s = Some(*t),
+                _ => {}
             }
             self.notify.send(self.stream, Update::Cmaf(u));
         }
@@ -235,8 +270,18 @@ impl Publisher {
         let (Some(options), Some(tracks)) = (self.options.cmaf, &self.tracks) else {
             return;
         };
-        let (built, warnings) =
-            cmaf::CmafPipeline::new(tracks, track, keyframe, options, self.next_msn);
+        let bases = RunBases {
+            first_msn: self.next_msn,
+            media_epoch_ns: self.media_epoch_ns,
+        };
+        let (built, warnings) = cmaf::CmafPipeline::new(
+            tracks,
+            track,
+            keyframe,
+            options,
+            bases,
+            self.target_duration_s,
+        );
         for w in warnings {
             log::warn!("stream {}: {w}", self.stream);
         }

@@ -45,7 +45,7 @@ pub struct SegmentData {
     pub complete: bool,
     pub program_date_time_ms: i64,
     pub discontinuity: bool,
-    pub init: u32,
+    pub init: u64,
 }
 
 impl SegmentData {
@@ -93,8 +93,15 @@ impl SegmentData {
 #[derive(Debug)]
 pub struct Rendition {
     pub info: RenditionInfo,
-    pub inits: BTreeMap<u32, Bytes>,
-    pub current_init: u32,
+    pub inits: BTreeMap<u64, Bytes>,
+    /// What the rendition was under each earlier init still in the window.
+    past_infos: BTreeMap<u64, RenditionInfo>,
+    /// Id of the current init segment (`init{id}.mp4`), and of the first one.
+    pub current_init: u64,
+    pub first_init: u64,
+    /// Presentation time of the first segment of each init after the first: where its
+    /// DASH Period starts (fixed once known, as a Period's start must be).
+    pub init_starts: BTreeMap<u64, u64>,
     segments: VecDeque<SegmentData>,
     window: usize,
     /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
@@ -106,13 +113,17 @@ pub struct Rendition {
 }
 
 impl Rendition {
-    pub fn new(info: RenditionInfo, init: Bytes, window: usize) -> Self {
+    /// `init_id` names the init segment: unique across runs (see `RunBases`).
+    pub fn new(info: RenditionInfo, init: Bytes, init_id: u64, window: usize) -> Self {
         let mut inits = BTreeMap::new();
-        inits.insert(0, init);
+        inits.insert(init_id, init);
         Rendition {
             info,
             inits,
-            current_init: 0,
+            past_infos: BTreeMap::new(),
+            current_init: init_id,
+            first_init: init_id,
+            init_starts: BTreeMap::new(),
             segments: VecDeque::new(),
             window: window.max(2),
             discontinuity_sequence: 0,
@@ -122,10 +133,13 @@ impl Rendition {
         }
     }
 
-    /// A new init segment (new parameter sets, new tracks): the next segment follows a
-    /// discontinuity.
-    pub fn new_init(&mut self, init: Bytes) {
-        self.current_init += 1;
+    /// A new init segment (new parameter sets, new tracks) and what the rendition is
+    /// now: the next segment follows a discontinuity.
+    pub fn new_init(&mut self, info: RenditionInfo, init: Bytes, init_id: u64) {
+        let old = std::mem::replace(&mut self.info, info);
+        self.past_infos.insert(self.current_init, old);
+        // Ids only grow (they are msns): keep them distinct even if one was reused.
+        self.current_init = init_id.max(self.current_init + 1);
         self.inits.insert(self.current_init, init);
         self.pending_discontinuity = true;
         self.close_segment();
@@ -171,11 +185,23 @@ impl Rendition {
                 // Inits no segment in the window needs any more.
                 let oldest_init = self.segments.front().map_or(self.current_init, |s| s.init);
                 self.inits.retain(|&k, _| k >= oldest_init);
+                self.init_starts.retain(|&k, _| k >= oldest_init);
+                self.past_infos.retain(|&k, _| k >= oldest_init);
+            }
+            if self.current_init != self.first_init {
+                self.init_starts
+                    .entry(self.current_init)
+                    .or_insert(part.presentation_ticks);
             }
         }
         if let Some(last) = self.segments.back_mut() {
             last.parts.push(part);
         }
+    }
+
+    /// What the rendition was (codec, size) under init `init`.
+    pub fn info_of(&self, init: u64) -> &RenditionInfo {
+        self.past_infos.get(&init).unwrap_or(&self.info)
     }
 
     pub fn end(&mut self) {
@@ -302,7 +328,7 @@ mod tests {
 
     #[test]
     fn segments_are_their_parts_and_the_window_is_bounded() {
-        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 3);
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 0, 3);
         for msn in 0..5u64 {
             for p in 0..10 {
                 r.push_part(msn, part(100), p == 0, msn as i64 * 2000);
@@ -320,7 +346,7 @@ mod tests {
 
     #[test]
     fn blocking_reload_positions() {
-        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 5);
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 0, 5);
         r.push_part(0, part(10), true, 0);
         r.push_part(0, part(10), false, 0);
         assert!(r.has(0, Some(1)));
@@ -339,9 +365,9 @@ mod tests {
 
     #[test]
     fn a_new_init_marks_a_discontinuity_that_is_counted_when_it_leaves() {
-        let mut r = Rendition::new(info(), Bytes::from_static(b"i0"), 2);
+        let mut r = Rendition::new(info(), Bytes::from_static(b"i0"), 0, 2);
         r.push_part(0, part(10), true, 0);
-        r.new_init(Bytes::from_static(b"i1"));
+        r.new_init(info(), Bytes::from_static(b"i1"), 1);
         r.push_part(1, part(10), true, 0);
         let segs = r.playlist_segments();
         assert!(segs[1].discontinuity);
