@@ -32,7 +32,11 @@ pub fn spawn_stream(
         (None, None)
     };
     let id = server.add_stream(name, &input.describe(), push_slot);
-    let publisher = Publisher::new(id, Box::new(server.notifier()), publish);
+    let mut publisher = Publisher::new(id, Box::new(server.notifier()), publish);
+    if let Input::File { .. } = input {
+        // The prefill publishes the first seconds at once: they belong that far back.
+        publisher.set_clock_lead(reader.prefill);
+    }
     let label = format!("stream {name} ({})", input.describe());
     thread::Builder::new()
         .name(format!("in-{name}"))

@@ -360,15 +360,27 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
     };
     assert!(mpd.contains(r#"type="dynamic""#));
     assert!(mpd.contains(r#"availabilityTimeComplete="false""#));
-    assert!(mpd.contains(r#"value="/time""#));
-    // The first video S element: every segment it lists is served at its $Time$.
-    let s = mpd.lines().find(|l| l.contains("<S t=")).unwrap();
-    let attr = |name: &str| -> u64 {
-        s.split(&format!("{name}=\""))
-            .nth(1)
-            .map_or(0, |v| v.split('"').next().unwrap().parse().unwrap())
+    // The clock is ours, named absolutely from the request's Host.
+    assert!(mpd.contains(r#"value="http://t/time""#), "{mpd}");
+    let video_times = |mpd: &str| -> Vec<u64> {
+        let video = &mpd[..mpd.find("contentType=\"audio\"").unwrap_or(mpd.len())];
+        let mut times = Vec::new();
+        for s in video.lines().filter(|l| l.contains("<S t=")) {
+            let attr = |name: &str| -> u64 {
+                s.split(&format!(" {name}=\""))
+                    .nth(1)
+                    .map_or(0, |v| v.split('"').next().unwrap().parse().unwrap())
+            };
+            for k in 0..=attr("r") {
+                times.push(attr("t") + k * attr("d"));
+            }
+        }
+        times
     };
-    let (t, d, r) = (attr("t"), attr("d"), attr("r"));
+    // Every complete segment listed is served at its $Time$; the last one listed is the
+    // segment in progress.
+    let times = video_times(&mpd);
+    assert!(times.len() >= 2, "{mpd}");
     let (_, src) = oracle_file("h264_aac.mkv");
     let one: Vec<u8> = src
         .iter()
@@ -376,15 +388,15 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
         .flat_map(|f| f.data.clone())
         .collect();
     let cyclic = [one.clone(), one].concat();
-    for k in 0..=r {
-        let (_, body) = get_ok(server.addr, &format!("/live/v0/t{}.m4s", t + k * d));
+    for t in &times[..times.len() - 1] {
+        let (_, body) = get_ok(server.addr, &format!("/live/v0/t{t}.m4s"));
         let payload = mdat_payloads(&body);
         let at = position(&cyclic, &payload[..64]).expect("a run of source frames");
         assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
     }
-    // The segment after the last listed one is being written: it comes with chunked
-    // transfer, part by part, and ends when the segment does. (If it completed between
-    // the MPD and the request, it comes whole: take a fresh MPD and try the next one.)
+    // The last listed segment is being written: it comes with chunked transfer, part by
+    // part, and ends when the segment does. (If it completed between the MPD and the
+    // request, it comes whole: take a fresh MPD and try again.)
     let mut chunked = false;
     for _ in 0..5 {
         let (_, _, mpd) = request(
@@ -392,14 +404,7 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
             b"GET /live/manifest.mpd HTTP/1.1\r\nHost: t\r\n\r\n",
         );
         let mpd = String::from_utf8_lossy(&mpd).to_string();
-        let video = &mpd[..mpd.find("contentType=\"audio\"").unwrap_or(mpd.len())];
-        let last = video.lines().rfind(|l| l.contains("<S t=")).unwrap();
-        let attr = |name: &str| -> u64 {
-            last.split(&format!(" {name}=\""))
-                .nth(1)
-                .map_or(0, |v| v.split('"').next().unwrap().parse().unwrap())
-        };
-        let next = attr("t") + attr("d") * (attr("r") + 1);
+        let next = *video_times(&mpd).last().unwrap();
         let mut c = send(
             server.addr,
             format!("GET /live/v0/t{next}.m4s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

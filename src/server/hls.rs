@@ -222,7 +222,8 @@ pub fn stream_step(renditions: &[Rendition], st: &mut SegmentStream, now: Instan
     if !st.started {
         st.started = true;
         bytes.push(Bytes::from(format!(
-            "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Date\r\nServer: muxcast\r\nContent-Type: video/mp4\r\nCache-Control: {MEDIA_CACHE}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n{}Content-Type: video/mp4\r\nCache-Control: {MEDIA_CACHE}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
+            super::response::common_headers(),
             if st.keep_alive { "keep-alive" } else { "close" }
         )));
     }

@@ -28,6 +28,19 @@ pub struct Request {
     pub keep_alive: bool,
     pub body: BodyFraming,
     pub expect_continue: bool,
+    /// The Host header when it is a plausible host[:port] (used to build absolute URLs).
+    pub host: Option<String>,
+    /// The Range header, as sent.
+    pub range: Option<String>,
+}
+
+/// A Host header value safe to put into a URL and an XML attribute.
+fn plausible_host(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 255
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
 }
 
 /// Why a request could not be parsed.
@@ -71,6 +84,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     let mut keep_alive = version >= 1;
     let mut body = BodyFraming::None;
     let mut expect_continue = false;
+    let mut host = None;
+    let mut range = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| ParseError::Malformed(format!("header {} is not text", h.name)))?
@@ -114,6 +129,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
             body = BodyFraming::Chunked;
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if h.name.eq_ignore_ascii_case("host") {
+            host = plausible_host(value).then(|| value.to_string());
+        } else if h.name.eq_ignore_ascii_case("range") {
+            range = Some(value.to_string());
         }
     }
     let (raw_path, query) = match target.split_once('?') {
@@ -128,6 +147,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         keep_alive,
         body,
         expect_continue,
+        host,
+        range,
     }))
 }
 

@@ -618,9 +618,13 @@ impl Server {
                     now,
                 );
                 match outcome {
-                    hls::Outcome::Answer(answer) => {
-                        self.answer(token, answer, keep_alive, head_only)
-                    }
+                    hls::Outcome::Answer(answer) => self.answer_range(
+                        token,
+                        answer,
+                        req.range.as_deref(),
+                        keep_alive,
+                        head_only,
+                    ),
                     hls::Outcome::Wait(mut waiter) => {
                         waiter.stream = id;
                         waiter.keep_alive = keep_alive;
@@ -658,6 +662,9 @@ impl Server {
                             window: self.options.hls.window,
                         },
                         unix_ms(),
+                        &req.host
+                            .as_ref()
+                            .map_or("/time".to_string(), |h| format!("http://{h}/time")),
                     ) {
                         Some(text) => hls::Answer::mpd(text),
                         None => hls::Answer::error_for(
@@ -725,13 +732,46 @@ impl Server {
     /// Queues a finite answer whose body is a list of shared buffers (a segment is its
     /// parts' chunks, never copied into one).
     fn answer(&mut self, token: Token, answer: hls::Answer, keep_alive: bool, head_only: bool) {
-        let len: usize = answer.body.iter().map(Bytes::len).sum();
+        self.answer_range(token, answer, None, keep_alive, head_only);
+    }
+
+    /// Sends `answer`; a media answer (init, segment, part: finished, never changing)
+    /// honours a single byte range.
+    fn answer_range(
+        &mut self,
+        token: Token,
+        mut answer: hls::Answer,
+        range: Option<&str>,
+        keep_alive: bool,
+        head_only: bool,
+    ) {
+        let mut len: usize = answer.body.iter().map(Bytes::len).sum();
+        let mut extra = String::new();
+        if answer.status == 200 && answer.content_type == "video/mp4" {
+            extra.push_str("Accept-Ranges: bytes\r\n");
+            match response::range_ask(range, len as u64) {
+                response::RangeAsk::Whole => {}
+                response::RangeAsk::Part { start, end } => {
+                    answer.status = 206;
+                    answer.body = response::slice_buffers(&answer.body, start, end);
+                    extra.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
+                    len = (end - start + 1) as usize;
+                }
+                response::RangeAsk::Unsatisfiable => {
+                    answer.status = 416;
+                    answer.body.clear();
+                    extra.push_str(&format!("Content-Range: bytes */{len}\r\n"));
+                    len = 0;
+                }
+            }
+        }
         let head = response::head(
             answer.status,
             answer.content_type,
             len,
             answer.cache_control,
             keep_alive,
+            &extra,
         );
         let Some(conn) = self.conns.get_mut(token.0) else {
             return;

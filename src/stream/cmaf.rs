@@ -9,7 +9,7 @@
 //! (to within one audio frame).
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -584,13 +584,8 @@ pub struct CmafPipeline {
     /// Which segmenter track each rendition is.
     rendition_track: Vec<usize>,
     timescales: Vec<u32>,
-    wall_anchor: Option<(i64, i64)>,
-}
-
-fn unix_ms_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    /// (Unix ns, stream ns): where the stream timeline meets the wall clock.
+    wall_anchor: (i64, i64),
 }
 
 impl CmafPipeline {
@@ -604,6 +599,7 @@ impl CmafPipeline {
         options: SegmenterOptions,
         bases: RunBases,
         target_duration_s: Option<u32>,
+        wall_anchor: (i64, i64),
     ) -> (Option<(CmafPipeline, CmafUpdate)>, Vec<String>) {
         let first_msn = bases.first_msn;
         let mut warnings = Vec::new();
@@ -703,7 +699,7 @@ impl CmafPipeline {
             segmenter: Segmenter::new(options, &timescales, leader, first_msn, target_duration_s),
             rendition_track,
             timescales,
-            wall_anchor: None,
+            wall_anchor,
         };
         let part_target_s = options.part_ns as f64 / 1e9;
         let update = CmafUpdate::Renditions {
@@ -714,11 +710,10 @@ impl CmafPipeline {
         (Some((pipeline, update)), warnings)
     }
 
-    /// Wall-clock time (Unix ns) of `start_ns` on the stream timeline: the first part
-    /// anchors media time to the wall clock; later ones follow media time.
-    fn wall_ns(&mut self, start_ns: i64) -> i64 {
-        let (wall_ms, media) = *self.wall_anchor.get_or_insert((unix_ms_now(), start_ns));
-        wall_ms.saturating_mul(1_000_000) + (start_ns - media)
+    /// Wall-clock time (Unix ns) of `start_ns` on the stream timeline.
+    fn wall_ns(&self, start_ns: i64) -> i64 {
+        let (wall, media) = self.wall_anchor;
+        wall.saturating_add(start_ns - media)
     }
 
     fn parts_to_updates(&mut self, parts: Vec<PartOut>, out: &mut Vec<CmafUpdate>) {

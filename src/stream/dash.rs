@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use super::hls::rfc3339_ms;
 use super::rendition::Rendition;
+use crate::mux::fmp4::timing::{ns_to_ticks, ticks_to_ns};
 
 /// Manifest settings.
 #[derive(Clone, Debug)]
@@ -30,66 +31,60 @@ fn xml_attr(s: &str) -> String {
         .replace('<', "&lt;")
 }
 
-/// Wall-clock milliseconds at media time 0 (availabilityStartTime): every segment's
-/// program date time is that anchor plus its media time.
-pub fn availability_start_ms(renditions: &[Rendition]) -> Option<i64> {
-    let r = renditions.first()?;
-    let s = r.segments().next()?;
-    let ts = i64::from(r.info.timescale.max(1));
-    // The program date time is the wall clock of the segment's first decode time.
-    Some(s.program_date_time_ms - (s.start_ticks() as i64) * 1000 / ts)
-}
-
-/// The MPD, or None before the stream has a segment.
-pub fn mpd(renditions: &[Rendition], settings: &DashSettings, now_ms: i64) -> Option<String> {
-    let ast = availability_start_ms(renditions)?;
+/// The MPD, or None before the stream has a segment. `utc_timing_url` is where players
+/// get the server's clock (absolute when the request named its host: some players do
+/// not resolve a relative one).
+pub fn mpd(
+    renditions: &[Rendition],
+    settings: &DashSettings,
+    now_ms: i64,
+    utc_timing_url: &str,
+) -> Option<String> {
+    let lead = renditions.first()?;
+    // availabilityStartTime is the wall clock of the stream's first segment; its media
+    // time is every rendition's presentationTimeOffset in the first Period.
+    let (origin_ticks, ast_ms) = lead.origin?;
+    let lead_ts = lead.info.timescale.max(1);
+    let origin_ns = ticks_to_ns(i64::try_from(origin_ticks).unwrap_or(i64::MAX), lead_ts);
+    let latency_ms = (settings.part_s * 5000.0).max(1000.0) as u64;
     let mut out = String::with_capacity(2048);
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         out,
         r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019" type="dynamic" availabilityStartTime="{}" publishTime="{}" minimumUpdatePeriod="{}" timeShiftBufferDepth="{}" suggestedPresentationDelay="{}" maxSegmentDuration="{}" minBufferTime="{}">"#,
-        rfc3339_ms(ast),
+        rfc3339_ms(ast_ms),
         rfc3339_ms(now_ms),
-        duration(settings.segment_s),
+        // The timeline lists the segment in progress, never the one after it: players
+        // must learn of each new segment soon after it starts.
+        duration(settings.part_s.max(0.1)),
         duration(settings.segment_s * settings.window as f64),
-        duration(3.0 * settings.part_s.max(0.5)),
-        duration(settings.segment_s * 2.0),
+        duration(latency_ms as f64 / 1000.0),
+        duration(settings.segment_s + 0.5),
         duration(settings.part_s.max(0.5)),
     );
     let _ = writeln!(
         out,
-        r#"  <ServiceDescription id="0"><Latency referenceId="0" target="{}" min="{}" max="{}"/><PlaybackRate min="0.96" max="1.04"/></ServiceDescription>"#,
-        (settings.segment_s * 1500.0) as u64,
-        (settings.segment_s * 750.0) as u64,
-        (settings.segment_s * 3000.0) as u64,
+        r#"  <ServiceDescription id="0"><Latency referenceId="0" target="{latency_ms}" min="{}" max="{}"/><PlaybackRate min="0.96" max="1.04"/></ServiceDescription>"#,
+        latency_ms / 2,
+        latency_ms * 3,
     );
     // One Period per init segment in the window: a new init (new parameter sets, new
     // tracks) cannot continue a Period whose SegmentTemplate names the old one.
-    let lead = renditions.first()?;
     let mut periods: Vec<u64> = Vec::new();
-    for s in lead.segments().filter(|s| s.complete) {
+    for s in lead.segments() {
         if periods.last() != Some(&s.init) {
             periods.push(s.init);
         }
     }
-    if periods.is_empty() {
-        periods.push(lead.segments().next()?.init);
-    }
-    let lead_ts = u64::from(lead.info.timescale.max(1));
     for init in periods {
-        // Media time runs on across Periods: a later Period starts at its first
-        // segment's presentation time, and presentationTimeOffset maps that media time
-        // to the Period's start in every rendition.
-        let start_ms = if init == lead.first_init {
-            0
-        } else {
-            let ticks = lead.init_starts.get(&init).copied().or_else(|| {
-                lead.segments()
-                    .find(|s| s.init == init)
-                    .map(|s| s.presentation_ticks())
-            });
-            ticks.unwrap_or(0) * 1000 / lead_ts
-        };
+        // Media time runs on across Periods: a Period starts at its first segment's
+        // presentation time, and presentationTimeOffset maps that media time to the
+        // Period's start in every rendition.
+        let start_ms = lead
+            .init_starts
+            .get(&init)
+            .map(|&t| ticks_to_ns(i64::try_from(t).unwrap_or(i64::MAX), lead_ts))
+            .map_or(0, |ns| (ns - origin_ns).max(0) / 1_000_000);
         let _ = writeln!(
             out,
             r#"  <Period id="{init}" start="PT{}.{:03}S">"#,
@@ -97,15 +92,22 @@ pub fn mpd(renditions: &[Rendition], settings: &DashSettings, now_ms: i64) -> Op
             start_ms % 1000
         );
         for (i, r) in renditions.iter().enumerate() {
-            let pto =
-                (init != lead.first_init).then(|| start_ms * u64::from(r.info.timescale) / 1000);
-            adaptation_set(&mut out, i, r, settings, init, pto);
+            let pto = ns_to_ticks(origin_ns + start_ms * 1_000_000, r.info.timescale);
+            adaptation_set(
+                &mut out,
+                i,
+                r,
+                settings,
+                init,
+                u64::try_from(pto).unwrap_or(0),
+            );
         }
         let _ = writeln!(out, "  </Period>");
     }
     let _ = writeln!(
         out,
-        r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>"#
+        r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="{}"/>"#,
+        xml_attr(utc_timing_url)
     );
     let _ = writeln!(out, "</MPD>");
     Some(out)
@@ -119,7 +121,7 @@ fn adaptation_set(
     r: &Rendition,
     settings: &DashSettings,
     init: u64,
-    pto: Option<u64>,
+    pto: u64,
 ) {
     let info = r.info_of(init);
     let kind = if info.video { "video" } else { "audio" };
@@ -152,33 +154,48 @@ fn adaptation_set(
     // A segment may be fetched this long before it is complete: dash.js then reads
     // its chunks as they are produced (chunked transfer).
     let offset = (settings.segment_s - settings.part_s).max(0.0);
-    let pto = pto.map_or(String::new(), |t| {
-        format!(r#" presentationTimeOffset="{t}""#)
-    });
     let _ = writeln!(
         out,
-        r#"        <SegmentTemplate timescale="{}"{pto} initialization="{}/init{init}.mp4" media="{}/t$Time$.m4s" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
+        r#"        <SegmentTemplate timescale="{}" presentationTimeOffset="{pto}" initialization="{}/init{init}.mp4" media="{}/t$Time$.m4s" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
         info.timescale,
         xml_attr(&info.id),
         xml_attr(&info.id)
     );
     let _ = writeln!(out, "          <SegmentTimeline>");
-    let mut prev: Option<(u64, u64, u32)> = None;
-    let mut lines = Vec::new();
-    let complete: Vec<_> = r
+    let listed: Vec<_> = r
         .segments()
-        .filter(|s| s.complete && s.init == init)
+        .filter(|s| s.init == init && !s.parts.is_empty())
         .collect();
-    for (k, s) in complete.iter().enumerate() {
+    let mut times: Vec<(u64, u64)> = Vec::with_capacity(listed.len() + 1);
+    for (k, s) in listed.iter().enumerate() {
         // Presentation times: S@t is the segment's earliest presentation time, and
         // S@d reaches the next segment's, so the timeline has no gap or overlap even
         // when the reorder delay (PTS − DTS of the first frame) changed between them.
         let t = s.presentation_ticks();
-        let d = complete
-            .get(k + 1)
-            .map(|n| n.presentation_ticks().saturating_sub(t))
-            .filter(|&d| d > 0)
-            .unwrap_or_else(|| s.duration_ticks());
+        let d = match listed.get(k + 1) {
+            Some(n) => n.presentation_ticks().saturating_sub(t),
+            None if s.complete => s.duration_ticks(),
+            // In progress: as long as the one before (a GOP structure repeats).
+            None => k
+                .checked_sub(1)
+                .map(|p| listed[p].duration_ticks())
+                .unwrap_or_else(|| (settings.segment_s * f64::from(info.timescale)) as u64),
+        };
+        times.push((t, if d == 0 { s.duration_ticks().max(1) } else { d }));
+    }
+    // The timeline always ends with the segment being written (or about to be): players
+    // fetch it as soon as availabilityTimeOffset allows and read its chunks as they are
+    // made, which is what makes DASH low-latency.
+    if let (Some(last), Some(&(t, d))) = (listed.last(), times.last())
+        && last.complete
+        && !r.ended
+        && init == r.current_init
+    {
+        times.push((t + d, d));
+    }
+    let mut prev: Option<(u64, u64, u32)> = None;
+    let mut lines = Vec::new();
+    for (t, d) in times {
         match &mut prev {
             Some((pt, pd, repeat)) if *pd == d && *pt + *pd * (u64::from(*repeat) + 1) == t => {
                 *repeat += 1;
@@ -268,7 +285,7 @@ mod tests {
             part_s: 0.2,
             window: 10,
         };
-        let m = mpd(&[r], &settings, 1_700_000_012_000).unwrap();
+        let m = mpd(&[r], &settings, 1_700_000_012_000, "/time").unwrap();
         let parsed = dash_mpd_core::parse(&m).unwrap();
         assert!(dash_mpd_core::check_conformity(&parsed).is_empty());
         assert_eq!(parsed.periods.len(), 2, "{m}");
@@ -278,14 +295,14 @@ mod tests {
         assert!(p0.contains(r#"initialization="v0/init0.mp4""#));
         assert!(p0.contains(r#"width="320" height="240""#));
         assert!(p0.contains(r#"<S t="90000" d="180000" r="2"/>"#), "{m}");
-        // Period 1 starts at its first segment's presentation time (media 7 s) and maps
-        // that media time to its start.
-        assert!(p1.starts_with(r#" start="PT7.000S">"#), "{m}");
+        // Period 1 starts at its first segment's presentation time (media 7 s, 6 s after
+        // the first segment) and maps that media time to its start.
+        assert!(p1.starts_with(r#" start="PT6.000S">"#), "{m}");
         assert!(p1.contains(r#"presentationTimeOffset="630000""#));
         assert!(p1.contains(r#"initialization="v0/init3.mp4""#));
         assert!(p1.contains(r#"width="640" height="480""#));
-        // The last segment is in progress: two complete ones.
-        assert!(p1.contains(r#"<S t="630000" d="180000" r="1"/>"#), "{m}");
+        // Two complete segments and the one in progress.
+        assert!(p1.contains(r#"<S t="630000" d="180000" r="2"/>"#), "{m}");
     }
 
     #[test]
@@ -296,24 +313,29 @@ mod tests {
             part_s: 0.2,
             window: 10,
         };
-        let m = mpd(&r, &settings, 1_700_000_009_000).unwrap();
-        // Media time 90000 (1 s) was at wall 1_700_000_001_000: time 0 one second before.
+        let m = mpd(&r, &settings, 1_700_000_009_000, "http://h:1/time").unwrap();
+        // The first segment (media time 90000, 1 s) began at wall 1_700_000_001_000:
+        // that is availabilityStartTime, and its media time the presentationTimeOffset.
         assert!(
-            m.contains(r#"availabilityStartTime="2023-11-14T22:13:20.000Z""#),
+            m.contains(r#"availabilityStartTime="2023-11-14T22:13:21.000Z""#),
             "{m}"
         );
+        assert!(m.contains(r#"<Period id="0" start="PT0.000S">"#), "{m}");
+        assert!(m.contains(r#"presentationTimeOffset="90000""#), "{m}");
         assert!(m.contains(r#"type="dynamic""#));
-        assert!(m.contains(r#"minimumUpdatePeriod="PT2.000S""#));
+        // New segments must be seen soon after they start: updates every part.
+        assert!(m.contains(r#"minimumUpdatePeriod="PT0.200S""#));
+        // Three complete segments, and the one in progress with the same duration.
         assert!(
-            m.contains(r#"<S t="90000" d="180000" r="2"/>"#),
-            "three complete segments: {m}"
+            m.contains(r#"<S t="90000" d="180000" r="3"/>"#),
+            "four segments: {m}"
         );
         assert!(m.contains(r#"availabilityTimeOffset="1.800" availabilityTimeComplete="false""#));
         assert!(m.contains(r#"media="v0/t$Time$.m4s""#));
         assert!(m.contains(
-            r#"<UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>"#
+            r#"<UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="http://h:1/time"/>"#
         ));
-        assert!(m.contains(r#"<Latency referenceId="0" target="3000""#));
+        assert!(m.contains(r#"<Latency referenceId="0" target="1000" min="500" max="3000"/>"#));
         assert!(
             m.contains(r#"codecs="avc1.64001f""#)
                 && m.contains(r#"width="320" height="240" frameRate="25""#)

@@ -66,11 +66,10 @@ pub fn skip_until_s(settings: &PlaylistSettings) -> f64 {
     6.0 * f64::from(settings.target_duration_s)
 }
 
-pub fn rfc3339_ms(ms: i64) -> String {
-    // RFC 3339 in UTC with milliseconds, computed without a date library: days since
-    // the epoch to a civil date (Howard Hinnant's algorithm).
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
+/// A Unix time in seconds as a civil UTC date and time: (year, month, day, hour, minute,
+/// second, weekday with 0 = Sunday). Days since the epoch to a civil date without a date
+/// library (Howard Hinnant's algorithm).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
@@ -83,7 +82,30 @@ pub fn rfc3339_ms(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    // 1970-01-01 was a Thursday.
+    let weekday = (days + 4).rem_euclid(7);
+    (year, month, d, h, m, s, weekday)
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let (year, month, d, h, m, s, _) = civil(ms.div_euclid(1000));
+    let millis = ms.rem_euclid(1000);
     format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate): `Fri, 27 Nov 2026 16:11:52 GMT`.
+pub fn http_date(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, d, h, m, s, weekday) = civil(secs);
+    format!(
+        "{}, {d:02} {} {year:04} {h:02}:{m:02}:{s:02} GMT",
+        DAYS[weekday as usize],
+        MONTHS[(month - 1) as usize]
+    )
 }
 
 /// Renders a media playlist. `segments` are oldest first; the last one may be in
@@ -267,6 +289,9 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        // RFC 9110's own example, and a leap day.
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
 
     #[test]

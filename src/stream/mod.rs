@@ -126,6 +126,11 @@ pub struct Publisher {
     media_epoch_ns: i64,
     /// HLS target duration once the first segment chose it: kept by later pipelines.
     target_duration_s: Option<u32>,
+    /// How far ahead of real time the first frames are published (a file's prefill).
+    clock_lead_ns: i64,
+    /// (Unix ns, stream ns): the wall-clock time of a point of the stream timeline, for
+    /// program date times, availabilityStartTime and prft. Set at the first frame.
+    wall_anchor: Option<(i64, i64)>,
 }
 
 /// Where a stream's media sequence numbers and CMAF media times begin. Segment and init
@@ -170,7 +175,15 @@ impl Publisher {
             next_msn: bases.first_msn,
             media_epoch_ns: bases.media_epoch_ns,
             target_duration_s: None,
+            clock_lead_ns: 0,
+            wall_anchor: None,
         }
+    }
+
+    /// The first frames are published `lead` ahead of real time (a file's prefill):
+    /// their wall-clock times are that much earlier than their arrival.
+    pub fn set_clock_lead(&mut self, lead: std::time::Duration) {
+        self.clock_lead_ns = i64::try_from(lead.as_nanos()).unwrap_or(i64::MAX);
     }
 
     pub fn state(&mut self, state: InputState) {
@@ -223,6 +236,12 @@ impl Publisher {
     pub fn frame(&mut self, frame: Frame) -> Option<i64> {
         let writer = self.writer.as_mut()?;
         let pts = self.timeline.map(frame.track, frame.pts, frame.duration);
+        if self.wall_anchor.is_none() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            self.wall_anchor = Some((now.saturating_sub(self.clock_lead_ns), pts));
+        }
         let pts_ms = pts.div_euclid(mkv::TIMESTAMP_SCALE_NS as i64);
         if let Some(written) = writer.write(frame.track, pts_ms, frame.keyframe, &frame.data) {
             if !self.live {
@@ -281,6 +300,7 @@ impl Publisher {
             options,
             bases,
             self.target_duration_s,
+            self.wall_anchor.unwrap_or_default(),
         );
         for w in warnings {
             log::warn!("stream {}: {w}", self.stream);

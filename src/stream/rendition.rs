@@ -102,6 +102,9 @@ pub struct Rendition {
     /// Presentation time of the first segment of each init after the first: where its
     /// DASH Period starts (fixed once known, as a Period's start must be).
     pub init_starts: BTreeMap<u64, u64>,
+    /// The first segment ever: its presentation time (ticks) and the wall clock then
+    /// (Unix ms). DASH's availabilityStartTime and Period starts are fixed by it.
+    pub origin: Option<(u64, i64)>,
     segments: VecDeque<SegmentData>,
     window: usize,
     /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
@@ -124,6 +127,7 @@ impl Rendition {
             current_init: init_id,
             first_init: init_id,
             init_starts: BTreeMap::new(),
+            origin: None,
             segments: VecDeque::new(),
             window: window.max(2),
             discontinuity_sequence: 0,
@@ -188,10 +192,15 @@ impl Rendition {
                 self.init_starts.retain(|&k, _| k >= oldest_init);
                 self.past_infos.retain(|&k, _| k >= oldest_init);
             }
-            if self.current_init != self.first_init {
-                self.init_starts
-                    .entry(self.current_init)
-                    .or_insert(part.presentation_ticks);
+            self.init_starts
+                .entry(self.current_init)
+                .or_insert(part.presentation_ticks);
+            if self.origin.is_none() {
+                let ts = i64::from(self.info.timescale.max(1));
+                let reorder =
+                    i64::try_from(part.presentation_ticks.saturating_sub(part.start_ticks))
+                        .unwrap_or(0);
+                self.origin = Some((part.presentation_ticks, pdt_ms + reorder * 1000 / ts));
             }
         }
         if let Some(last) = self.segments.back_mut() {
