@@ -477,3 +477,126 @@ fn plain_hls_has_no_low_latency_tags_and_never_blocks() {
     );
     assert_eq!(status, 404);
 }
+
+/// The source's tracks and its frames, each as the Matroska bytes our live writer makes
+/// of it: a pusher that sends them one by one decides when each frame reaches the server.
+fn frames_as_chunks(name: &str) -> (bytes::Bytes, Vec<bytes::Bytes>) {
+    use muxcast::ingest::mkv::{DemuxEvent, MkvDemuxer};
+    use muxcast::mux::mkv::{ClusterWriter, DocType, header};
+    let mut demux = MkvDemuxer::new(Default::default());
+    demux.feed(&std::fs::read(testdata(name)).unwrap());
+    let (mut tracks, mut frames) = (Vec::new(), Vec::new());
+    loop {
+        match demux.next_event() {
+            Ok(Some(DemuxEvent::Tracks(t))) => tracks = t,
+            Ok(Some(DemuxEvent::Frame(f))) => frames.push(f),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    while let Ok(Some(e)) = demux.finish() {
+        if let DemuxEvent::Frame(f) = e {
+            frames.push(f);
+        }
+    }
+    let mut writer = ClusterWriter::new(&tracks, 2000);
+    let chunks = frames
+        .iter()
+        .filter_map(|f| {
+            writer
+                .write(f.track, f.pts.div_euclid(1_000_000), f.keyframe, &f.data)
+                .map(|w| w.bytes)
+        })
+        .collect();
+    (header(&tracks, DocType::Matroska), chunks)
+}
+
+#[test]
+fn a_blocking_request_returns_right_after_its_part_is_published() {
+    use std::io::Write;
+    use std::time::Instant;
+    let server = start(
+        Setup::default(),
+        vec![("cam", muxcast::ingest::source::Input::Push)],
+    );
+    let (head, chunks) = frames_as_chunks("h264_aac.mkv");
+    let mut pusher = std::net::TcpStream::connect(server.addr).unwrap();
+    pusher.set_nodelay(true).unwrap();
+    pusher
+        .write_all(b"PUT /cam/ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let mut send = |bytes: &[u8]| {
+        let mut c = format!("{:x}\r\n", bytes.len()).into_bytes();
+        c.extend_from_slice(bytes);
+        c.extend_from_slice(b"\r\n");
+        pusher.write_all(&c).unwrap();
+    };
+    send(&head);
+    // 5 s at once: complete segments, a known target duration.
+    let mut next = 0;
+    let per_second = chunks.len() / 10;
+    while next < per_second * 5 {
+        send(&chunks[next]);
+        next += 1;
+    }
+    let start = Instant::now();
+    let p = loop {
+        let (status, p) = playlist(server.addr, "/cam/v0/index.m3u8");
+        if status == 200 && p.contains("#EXT-X-PRELOAD-HINT") {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status} {p}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(p);
+    // Each trial: a blocking reload for the hinted part, then frames one by one, 120 ms
+    // apart. The publication is the send that completes the part; the reload must
+    // return within 50 ms of it (a slower answer would land after the next send, or
+    // well into the gap, and be measured as such).
+    const GAP: Duration = Duration::from_millis(120);
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let (_, p) = playlist(server.addr, "/cam/v0/index.m3u8");
+        let (msn, part) = hint(&p);
+        let addr = server.addr;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let path = format!("/cam/v0/index.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+            let (status, body) = playlist(addr, &path);
+            let _ = tx.send(Instant::now());
+            (status, body)
+        });
+        // Let the request reach the server and be held.
+        std::thread::sleep(GAP);
+        let mut sent: Vec<Instant> = Vec::new();
+        let answered = loop {
+            if let Ok(at) = rx.try_recv() {
+                break at;
+            }
+            assert!(next < chunks.len(), "ran out of frames");
+            send(&chunks[next]);
+            sent.push(Instant::now());
+            next += 1;
+            if let Ok(at) = rx.recv_timeout(GAP) {
+                break at;
+            }
+        };
+        let (status, body) = waiter.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("part{msn}.{part}.m4s")), "{body}");
+        let published = sent
+            .iter()
+            .rev()
+            .find(|&&s| s <= answered)
+            .expect("answered after a frame was sent");
+        latencies.push(answered.duration_since(*published));
+    }
+    latencies.sort();
+    let ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    println!("blocking reload answered after the publishing frame: {ms:.1?} ms");
+    assert!(
+        latencies[latencies.len() / 2] <= Duration::from_millis(50),
+        "median {:.1} ms",
+        ms[ms.len() / 2]
+    );
+}

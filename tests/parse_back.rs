@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use mp4_atom::{Any, Decode, Moof, Moov, Prft};
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn get_ok(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
     let (status, _, body) = request(
         addr,
@@ -153,6 +160,7 @@ fn hls_and_dash_read_back_by_independent_parsers() {
         prefill_s: 12.0,
         ..Setup::default()
     };
+    let started_ms = unix_ms();
     let server = start(setup, vec![("live", file_input("h264_aac.mkv", true))]);
     let addr = server.addr;
     wait_for_stream(addr, "live", Duration::from_secs(10), |s| {
@@ -252,6 +260,18 @@ fn hls_and_dash_read_back_by_independent_parsers() {
     assert_eq!(timescale, 90_000);
     let mut next_dts: Option<u64> = None;
     let mut hls_segments = Vec::new();
+    // Program date times are the wall clock: the first frame is dated when it was
+    // published less the 12 s of prefill it came with.
+    let first = media.segments[0]
+        .program_date_time
+        .unwrap()
+        .timestamp_millis();
+    let now = unix_ms();
+    assert!(
+        (started_ms - 12_000 - 50..=now - 12_000 + 50).contains(&first),
+        "first segment dated {} ms before the server started",
+        started_ms - first
+    );
     for s in &media.segments {
         assert!(s.program_date_time.is_some(), "PDT on {}", s.uri);
         let seg = read_segment(&get_ok(addr, &format!("/live/v0/{}", s.uri)), &moov);

@@ -699,7 +699,12 @@ impl CmafPipeline {
             segmenter: Segmenter::new(options, &timescales, leader, first_msn, target_duration_s),
             rendition_track,
             timescales,
-            wall_anchor,
+            // The segmenter's times are CMAF media times: the stream timeline plus the
+            // run's epoch.
+            wall_anchor: (
+                wall_anchor.0,
+                wall_anchor.1.saturating_add(bases.media_epoch_ns),
+            ),
         };
         let part_target_s = options.part_ns as f64 / 1e9;
         let update = CmafUpdate::Renditions {
@@ -722,8 +727,14 @@ impl CmafPipeline {
                 out.push(CmafUpdate::TargetDuration(target));
             }
             let ts = self.timescales.get(p.track).copied().unwrap_or(1).max(1);
-            let start_wall_ns = self.wall_ns(p.start_ns);
-            let pdt = start_wall_ns.div_euclid(1_000_000);
+            // The wall clock of the part's first presentation (later than its first
+            // decode time with B-frames): its program date time and its prft.
+            let reorder_ns = ticks_to_ns(
+                i64::try_from(p.presentation_ticks.saturating_sub(p.start_ticks)).unwrap_or(0),
+                ts,
+            );
+            let wall_ns = self.wall_ns(p.start_ns) + reorder_ns;
+            let pdt = wall_ns.div_euclid(1_000_000);
             // A `styp` opens each segment; a `prft` in front of every chunk ties its
             // first presentation time to the wall clock of the same anchor as the
             // program date time and availabilityStartTime (LL-DASH players measure
@@ -732,11 +743,6 @@ impl CmafPipeline {
             if p.starts_segment {
                 buffers.push(styp());
             }
-            let reorder_ns = ticks_to_ns(
-                i64::try_from(p.presentation_ticks - p.start_ticks).unwrap_or(0),
-                ts,
-            );
-            let wall_ns = start_wall_ns + reorder_ns;
             let wall = UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(0));
             buffers.push(prft(
                 1,

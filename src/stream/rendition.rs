@@ -196,11 +196,8 @@ impl Rendition {
                 .entry(self.current_init)
                 .or_insert(part.presentation_ticks);
             if self.origin.is_none() {
-                let ts = i64::from(self.info.timescale.max(1));
-                let reorder =
-                    i64::try_from(part.presentation_ticks.saturating_sub(part.start_ticks))
-                        .unwrap_or(0);
-                self.origin = Some((part.presentation_ticks, pdt_ms + reorder * 1000 / ts));
+                // The program date time is the wall clock of the first presentation.
+                self.origin = Some((part.presentation_ticks, pdt_ms));
             }
         }
         if let Some(last) = self.segments.back_mut() {
