@@ -24,6 +24,9 @@ INPUT (an unnamed input is the stream `live`):
     FILE               a Matroska/WebM file, played at real time
     -                  Matroska on stdin, not paced
     http://HOST/PATH   pulled over HTTP; reconnects when it ends
+    rtsp://[USER:PASS@]HOST[:PORT]/PATH[?transport=tcp|udp]
+                       an RTSP camera (H.264/H.265, AAC/G.711/L16); TCP unless
+                       ?transport=udp; reconnects with backoff when it ends
     push               fed by PUT/POST of Matroska to /NAME/ingest
 
 OUTPUT:
@@ -36,6 +39,8 @@ OPTIONS:
     --listen ADDR:PORT      listen address [default: 0.0.0.0:8080]
     --loop                  repeat file inputs forever
     --prefill SECONDS       start files this far in the past [default: 2]
+    --rtsp-timeout SECS     reconnect an RTSP camera that sends no media for this
+                            long; also the limit for each RTSP request [default: 10]
     --burst SECONDS         history a new viewer gets at once [default: 0]
     --audio-cluster SECONDS cluster length for audio-only streams [default: 2]
     --client-queue BYTES    how far (beyond --burst) a viewer may fall behind
@@ -62,6 +67,7 @@ struct Cli {
     listen: SocketAddr,
     looped: bool,
     prefill: f64,
+    rtsp_timeout: f64,
     burst: f64,
     audio_cluster: f64,
     client_queue: usize,
@@ -107,6 +113,7 @@ fn parse_cli() -> Result<Option<Cli>, String> {
         listen: "0.0.0.0:8080".parse().map_err(|e| format!("{e}"))?,
         looped: false,
         prefill: 2.0,
+        rtsp_timeout: 10.0,
         burst: 0.0,
         audio_cluster: 2.0,
         client_queue: 4 * 1024 * 1024,
@@ -142,6 +149,12 @@ fn parse_cli() -> Result<Option<Cli>, String> {
             Long("loop") => cli.looped = true,
             Long("keep-running") => cli.keep_running = true,
             Long("prefill") => cli.prefill = seconds(&mut parser, "--prefill")?,
+            Long("rtsp-timeout") => {
+                cli.rtsp_timeout = seconds(&mut parser, "--rtsp-timeout")?;
+                if !(1.0..=3600.0).contains(&cli.rtsp_timeout) {
+                    return Err("--rtsp-timeout: must be between 1 and 3600 seconds".into());
+                }
+            }
             Long("burst") => cli.burst = seconds(&mut parser, "--burst")?,
             Long("audio-cluster") => {
                 cli.audio_cluster = seconds(&mut parser, "--audio-cluster")?;
@@ -242,6 +255,7 @@ fn main() -> ExitCode {
     let reader_options = ReaderOptions {
         prefill: Duration::from_secs_f64(cli.prefill),
         limits: DemuxLimits::default(),
+        rtsp_timeout: Duration::from_secs_f64(cli.rtsp_timeout),
     };
     let publish_options = PublishOptions {
         audio_cluster_ms: (cli.audio_cluster * 1000.0) as u64,
@@ -251,7 +265,13 @@ fn main() -> ExitCode {
         }),
     };
     for (name, spec) in &cli.inputs {
-        let input = Input::parse(spec, cli.looped);
+        let input = match Input::parse(spec, cli.looped) {
+            Ok(input) => input,
+            Err(e) => {
+                eprintln!("muxcast: stream {name}: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let started = spawn_stream(
             &mut server,
             name,

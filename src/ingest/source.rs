@@ -1,6 +1,6 @@
 //! Reader threads: one per stream. Each reads its input, demuxes it, paces it when it is a
 //! file, and hands tracks and frames to its [`Publisher`]. Inputs that can come back
-//! (HTTP pull, pushers) keep the stream alive across their absences.
+//! (HTTP pull, pushers, RTSP cameras) keep the stream alive across their absences.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::backoff::Backoff;
 use super::body::BodyFraming;
 use super::body::BodyReader;
 use super::mkv::{DemuxError, DemuxEvent, DemuxLimits, MkvDemuxer};
 use super::push::{PushConn, PushInbox};
+use super::rtsp::{self, RtspOptions, RtspTransport, RtspUrl};
 use crate::stream::{InputState, Publisher};
 
 /// Bytes read from an input at a time.
@@ -24,8 +26,6 @@ const READ_SIZE: usize = 64 * 1024;
 const INPUT_SILENCE: Duration = Duration::from_secs(15);
 /// Largest response head accepted from a server we pull from.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What a stream reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,11 +38,17 @@ pub enum Input {
     Http { url: String },
     /// Fed by PUT/POST to /NAME/ingest.
     Push,
+    /// An RTSP camera (or server), read with retina; reconnects when the session ends.
+    Rtsp {
+        url: RtspUrl,
+        transport: RtspTransport,
+    },
 }
 
 impl Input {
-    pub fn parse(spec: &str, looped: bool) -> Input {
-        if spec == "-" {
+    /// Reads an INPUT of the command line. Fails on a malformed `rtsp://` URL.
+    pub fn parse(spec: &str, looped: bool) -> Result<Input, String> {
+        Ok(if spec == "-" {
             Input::Stdin
         } else if spec == "push" {
             Input::Push
@@ -50,12 +56,18 @@ impl Input {
             Input::Http {
                 url: spec.to_string(),
             }
+        } else if spec
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("rtsp://"))
+        {
+            let (url, transport) = rtsp::parse_url(spec)?;
+            Input::Rtsp { url, transport }
         } else {
             Input::File {
                 path: PathBuf::from(spec),
                 looped,
             }
-        }
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -70,6 +82,11 @@ impl Input {
             Input::Stdin => "stdin".into(),
             Input::Http { url } => url.clone(),
             Input::Push => "push".into(),
+            // Never the password.
+            Input::Rtsp { url, transport } => match transport {
+                RtspTransport::Tcp => url.to_string(),
+                RtspTransport::Udp => format!("{url} (udp)"),
+            },
         }
     }
 }
@@ -80,6 +97,8 @@ pub struct ReaderOptions {
     /// Files start this far "in the past", so the first viewers get a buffer at once.
     pub prefill: Duration,
     pub limits: DemuxLimits,
+    /// An RTSP session with no media for this long is reconnected.
+    pub rtsp_timeout: Duration,
 }
 
 /// Why one pass over an input stopped.
@@ -197,6 +216,12 @@ pub fn run_input(
                 .map_err(|e| e.to_string())
         }
         Input::Http { url } => run_http(&url, &mut publisher, &options, &label),
+        Input::Rtsp { url, transport } => {
+            let rtsp_options = RtspOptions {
+                timeout: options.rtsp_timeout,
+            };
+            rtsp::run_rtsp(&url, transport, &mut publisher, &rtsp_options, &label)
+        }
         Input::Push => match pushers {
             Some(inbox) => {
                 run_push(inbox, &mut publisher, &options, &label);
@@ -239,37 +264,6 @@ fn run_file(
             return Ok(());
         }
         pass += 1;
-    }
-}
-
-/// Exponential backoff with jitter, 1 s to 30 s.
-struct Backoff {
-    next: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        let seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
-        Backoff {
-            next: BACKOFF_MIN,
-            seed: seed | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-
-    fn delay(&mut self) -> Duration {
-        // xorshift: jitter only has to keep reconnecting clients apart.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let jitter = Duration::from_millis(self.seed % 250);
-        let d = self.next + jitter;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        d
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Setup {
     pub client_timeout: Duration,
     pub header_timeout: Duration,
     pub keep_running: bool,
+    /// RTSP inputs: reconnect after this long without media.
+    pub rtsp_timeout: Duration,
 }
 
 impl Default for Setup {
@@ -78,6 +80,7 @@ impl Default for Setup {
             client_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             keep_running: true,
+            rtsp_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +125,7 @@ pub fn start_with(
                 ReaderOptions {
                     prefill: Duration::from_secs_f64(setup.prefill_s),
                     limits: DemuxLimits::default(),
+                    rtsp_timeout: setup.rtsp_timeout,
                 },
                 PublishOptions {
                     audio_cluster_ms: 2000,
