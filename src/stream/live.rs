@@ -76,6 +76,12 @@ pub enum Next {
     End,
 }
 
+/// The most one GOP may hold. The window drops whole GOPs, so a GOP that never ends (an
+/// input that stops sending keyframes, or never sends one the parser recognises) would
+/// grow without bound: its frames past this are dropped until the next keyframe (64 MiB
+/// is 26 s at 20 Mbit/s).
+pub const MAX_GOP_BYTES: usize = 64 << 20;
+
 /// The live-MKV log of one stream.
 #[derive(Debug)]
 pub struct LiveLog {
@@ -86,6 +92,9 @@ pub struct LiveLog {
     window_bytes: usize,
     options: WindowOptions,
     pub ended: bool,
+    /// Bytes dropped because a GOP reached [`MAX_GOP_BYTES`].
+    pub oversize_dropped: u64,
+    max_gop_bytes: usize,
 }
 
 impl LiveLog {
@@ -98,6 +107,8 @@ impl LiveLog {
             window_bytes: 0,
             options,
             ended: false,
+            oversize_dropped: 0,
+            max_gop_bytes: MAX_GOP_BYTES,
         }
     }
 
@@ -152,6 +163,16 @@ impl LiveLog {
             self.trim();
         }
         let Some(gop) = self.gops.back() else { return };
+        if gop.bytes.get() + bytes.len() > self.max_gop_bytes {
+            if self.oversize_dropped == 0 {
+                log::warn!(
+                    "a GOP reached {} MiB without a keyframe: dropping frames until the next one",
+                    self.max_gop_bytes >> 20
+                );
+            }
+            self.oversize_dropped += bytes.len() as u64;
+            return;
+        }
         gop.bytes.set(gop.bytes.get() + bytes.len());
         self.window_bytes += bytes.len();
         gop.chunks.borrow_mut().push(bytes);
@@ -265,6 +286,22 @@ mod tests {
 
     fn chunk(n: usize) -> Bytes {
         Bytes::from(vec![0u8; n])
+    }
+
+    #[test]
+    fn a_gop_that_never_ends_stops_growing_at_the_cap() {
+        let mut l = log(0, 1 << 20);
+        l.max_gop_bytes = 1000;
+        l.push(chunk(100), true, 0);
+        for i in 1..100 {
+            l.push(chunk(100), false, i);
+        }
+        assert_eq!(l.window_bytes(), 1000);
+        assert_eq!(l.oversize_dropped, 9000);
+        // The next keyframe starts a GOP as usual.
+        l.push(chunk(100), true, 200);
+        assert_eq!(l.gops_held(), 2);
+        assert_eq!(l.window_bytes(), 1100);
     }
 
     #[test]
