@@ -7,6 +7,7 @@
 //! converts back exactly).
 
 pub mod codec;
+pub mod g711;
 
 use bytes::Bytes;
 

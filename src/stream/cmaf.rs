@@ -15,8 +15,9 @@ use bytes::Bytes;
 
 use super::RunBases;
 use super::rendition::{PartData, RenditionInfo};
-use crate::media::codec::{CmafInfo, CmafTrack, cmaf_info};
+use crate::media::codec::{CmafInfo, CmafTrack, CodecConfig, cmaf_info};
 use crate::media::{Codec, Track};
+use crate::mux::flac::G711ToFlac;
 use crate::mux::fmp4::timing::{
     AudioTimer, DtsReorder, ReorderDepth, TimeMap, ns_to_ticks, opus_packet_samples, ticks_to_ns,
 };
@@ -528,7 +529,12 @@ pub enum CmafUpdate {
 
 enum Timing {
     Video(DtsReorder),
-    Audio { timer: AudioTimer, codec: Codec },
+    Audio {
+        timer: AudioTimer,
+        codec: Codec,
+        /// G.711 is re-encoded: each frame becomes a FLAC frame of the same samples.
+        transcode: Option<Box<G711ToFlac>>,
+    },
 }
 
 struct PipelineTrack {
@@ -569,6 +575,7 @@ impl PipelineTrack {
             timing: Timing::Audio {
                 timer: AudioTimer::new(),
                 codec: Codec::Pcm,
+                transcode: None,
             },
             map: TimeMap::new(1000, 0),
         }
@@ -649,10 +656,41 @@ impl CmafPipeline {
                     };
                     Timing::Video(DtsReorder::new(depth).with_frame_duration(frame))
                 }
-                None => Timing::Audio {
-                    timer: AudioTimer::new(),
-                    codec: track.codec,
-                },
+                None => {
+                    let transcode = match track.codec {
+                        Codec::Alaw | Codec::Mulaw => {
+                            // cmaf_info described the FLAC stream (its STREAMINFO is in
+                            // the init segment); the encoder must write that stream.
+                            let a = info.audio.as_ref();
+                            let (rate, channels) =
+                                a.map_or((0, 0), |a| (a.sample_rate, a.channels));
+                            let t = G711ToFlac::new(track.codec, rate, channels);
+                            match (t, &info.config) {
+                                (Some(t), CodecConfig::Flac(c))
+                                    if c.stream_info == t.stream_info() =>
+                                {
+                                    Some(Box::new(t))
+                                }
+                                _ => {
+                                    warnings.push(format!(
+                                        "track {}: left out of HLS/DASH: {} at {rate} Hz, \
+                                         {channels} channels: no FLAC encoding",
+                                        i + 1,
+                                        track.codec.name()
+                                    ));
+                                    pipeline_tracks.push(PipelineTrack::left_out());
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    Timing::Audio {
+                        timer: AudioTimer::new(),
+                        codec: track.codec,
+                        transcode,
+                    }
+                }
             };
             let frame_rate = info
                 .video
@@ -795,7 +833,23 @@ impl CmafPipeline {
                     samples.push(s);
                 }
             }
-            Timing::Audio { timer, codec } => {
+            Timing::Audio {
+                timer,
+                transcode: Some(tc),
+                ..
+            } => {
+                // One FLAC frame per G.711 frame (several past 65535 samples, none for an
+                // empty one), each at its sample offset: ticks are samples here.
+                let mut at = pts;
+                for (flac, len) in tc.transcode(&data) {
+                    timer.push(at, Some(len), flac);
+                    at = at.saturating_add(i64::from(len));
+                }
+                while let Some(s) = timer.pop() {
+                    samples.push(s);
+                }
+            }
+            Timing::Audio { timer, codec, .. } => {
                 let frame_len = match codec {
                     Codec::Aac => Some(1024),
                     Codec::Opus => opus_packet_samples(&data),
@@ -848,5 +902,77 @@ impl CmafPipeline {
         self.parts_to_updates(parts, &mut out);
         out.push(CmafUpdate::End);
         out
+    }
+}
+
+#[cfg(test)]
+mod g711_tests {
+    use super::*;
+    use crate::media::AudioInfo;
+
+    fn g711_track(codec: Codec, tag: u16) -> Track {
+        Track {
+            codec,
+            codec_id: "A_MS/ACM".into(),
+            codec_private: Some(crate::ingest::rtsp::waveformatex(tag, 8000, 1)),
+            video: None,
+            audio: Some(AudioInfo {
+                sample_rate: 8000.0,
+                channels: 1,
+                bit_depth: Some(8),
+            }),
+            default_duration_ns: None,
+            codec_delay_ns: None,
+            seek_pre_roll_ns: None,
+            language: None,
+        }
+    }
+
+    /// G.711 frames become FLAC samples of the same lengths; an empty frame none, a frame
+    /// past 65535 samples several.
+    #[test]
+    fn g711_frames_become_flac_samples() {
+        let options = SegmenterOptions {
+            segment_ns: 2_000_000_000,
+            part_ns: 200_000_000,
+        };
+        let bases = RunBases {
+            first_msn: 0,
+            media_epoch_ns: 0,
+        };
+        let tracks = [g711_track(Codec::Mulaw, 7)];
+        let (pipeline, warnings) = CmafPipeline::new(&tracks, 0, &[], options, bases, None, (0, 0));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (mut p, update) = pipeline.expect("the G.711 track is carried");
+        let CmafUpdate::Renditions { list, .. } = update else {
+            panic!("{update:?}")
+        };
+        assert_eq!(list[0].0.codec_string, "flac");
+        assert_eq!(list[0].0.timescale, 8000);
+        let init = &list[0].1;
+        assert!(init.windows(4).any(|w| w == b"dfLa"));
+
+        let mut out = Vec::new();
+        let frame: Vec<u8> = (0..160u32).map(|i| (i * 7) as u8).collect();
+        for i in 0..50i64 {
+            out.extend(p.push(0, i * 20_000_000, true, Bytes::from(frame.clone())));
+        }
+        out.extend(p.push(0, 1_000_000_000, true, Bytes::new()));
+        out.extend(p.push(0, 1_000_000_000, true, Bytes::from(vec![0x55; 70_000])));
+        out.extend(p.finish());
+        let mut ticks = 0;
+        let mut sync_codes = 0;
+        for u in &out {
+            if let CmafUpdate::Part { part, .. } = u {
+                ticks += part.duration_ticks;
+                for b in &part.buffers {
+                    sync_codes += b.starts_with(&[0xFF, 0xF9]) as usize;
+                }
+            }
+        }
+        assert_eq!(ticks, 50 * 160 + 70_000);
+        // Each sample is its own buffer: 50 frames, then 65535 + 4465 samples.
+        assert_eq!(sync_codes, 52);
+        assert!(matches!(out.last(), Some(CmafUpdate::End)));
     }
 }

@@ -37,7 +37,58 @@ pub struct FlacConfig {
     pub blocks: Vec<MetadataBlock>,
 }
 
+/// The block sizes a live encoder of frames of unknown length declares: any size FLAC
+/// allows (the minimum FLAC lets STREAMINFO say is 16; a shorter last block is allowed).
+pub const LIVE_MIN_BLOCK_SIZE: u16 = 16;
+pub const LIVE_MAX_BLOCK_SIZE: u16 = 65535;
+
+/// The highest sample rate STREAMINFO can say (20 bits).
+pub const MAX_SAMPLE_RATE: u32 = 0xF_FFFF;
+
+impl StreamInfo {
+    /// The STREAMINFO of a live stream we encode from frames whose lengths are not known
+    /// in advance (`mux::flac`): every block size allowed, total samples unknown (0).
+    pub fn live(sample_rate: u32, channels: u8, bits_per_sample: u8) -> Self {
+        StreamInfo {
+            min_block_size: LIVE_MIN_BLOCK_SIZE,
+            max_block_size: LIVE_MAX_BLOCK_SIZE,
+            sample_rate,
+            channels,
+            bits_per_sample,
+            total_samples: 0,
+        }
+    }
+
+    /// The 34-byte STREAMINFO block body. Frame sizes are written as 0 (unknown) and the
+    /// MD5 signature as zeros (not computed), as a live encoder must; fields wider than
+    /// their bit width are clamped to it.
+    pub fn to_bytes(&self) -> [u8; 34] {
+        let mut out = [0u8; 34];
+        out[0..2].copy_from_slice(&self.min_block_size.to_be_bytes());
+        out[2..4].copy_from_slice(&self.max_block_size.to_be_bytes());
+        // Bytes 4..10: minimum and maximum frame size, 24 bits each: 0, unknown.
+        let packed: u64 = u64::from(self.sample_rate.min(0xF_FFFF)) << 44
+            | u64::from(self.channels.clamp(1, 8) - 1) << 41
+            | u64::from(self.bits_per_sample.clamp(4, 32) - 1) << 36
+            | self.total_samples.min(0xF_FFFF_FFFF);
+        out[10..18].copy_from_slice(&packed.to_be_bytes());
+        // Bytes 18..34: the MD5 of the unencoded audio, zero: not computed.
+        out
+    }
+}
+
 impl FlacConfig {
+    /// The configuration of a stream we encode ourselves: STREAMINFO only.
+    pub fn from_stream_info(stream_info: &StreamInfo) -> Self {
+        FlacConfig {
+            stream_info: stream_info.clone(),
+            blocks: vec![MetadataBlock {
+                block_type: BLOCK_STREAMINFO,
+                data: Bytes::copy_from_slice(&stream_info.to_bytes()),
+            }],
+        }
+    }
+
     /// Parses "fLaC" + metadata blocks. A bare 34-byte STREAMINFO (what ffmpeg keeps as
     /// extradata, and what some muxers store) is accepted too.
     pub fn parse(data: &[u8]) -> Result<Self, CodecError> {
@@ -201,6 +252,20 @@ mod tests {
         assert_eq!(&dfla[..8], &[0, 0, 0, 0, 0x80, 0, 0, 34]);
         assert_eq!(&dfla[8..], &STREAMINFO);
         assert_eq!(FlacConfig::parse(&STREAMINFO).unwrap(), c);
+    }
+
+    #[test]
+    fn streaminfo_written_back() {
+        let c = FlacConfig::parse(&STREAMINFO).unwrap();
+        let mut ours = c.stream_info.to_bytes();
+        // ffmpeg's has frame sizes and an MD5; ours leaves them zero.
+        ours[4..10].copy_from_slice(&STREAMINFO[4..10]);
+        ours[18..].copy_from_slice(&STREAMINFO[18..]);
+        assert_eq!(ours, STREAMINFO);
+        let si = StreamInfo::live(8000, 1, 16);
+        let c = FlacConfig::from_stream_info(&si);
+        assert_eq!(FlacConfig::parse(&c.blocks[0].data).unwrap(), c);
+        assert_eq!(c.dfla_payload().len(), 8 + 34);
     }
 
     #[test]

@@ -9,10 +9,14 @@
 //! tests). Every parser reads with the bounds-checked readers of `bits`, and every one is
 //! fed arbitrary bytes by the `codec_config` fuzz target.
 //!
-//! What is not carried: VP8, Vorbis, MP3, PCM and G.711 have no MP4 mapping that a
-//! browser's Media Source Extensions accept, so [`cmaf_info`] answers
-//! [`CmafTrack::NotCarried`] for them and the muxer leaves them out of HLS/DASH (live MKV
-//! still has them).
+//! G.711 (A-law, µ-law) is carried transcoded: no browser plays it, so [`cmaf_info`]
+//! describes it as the FLAC stream `mux::flac::G711ToFlac` makes of it (16-bit, the
+//! track's rate and channels), and the CMAF pipeline re-encodes each frame. Live MKV keeps
+//! the G.711.
+//!
+//! What is not carried: VP8, Vorbis, MP3 and PCM have no MP4 mapping that a browser's
+//! Media Source Extensions accept, so [`cmaf_info`] answers [`CmafTrack::NotCarried`] for
+//! them and the muxer leaves them out of HLS/DASH (live MKV still has them).
 
 pub mod aac;
 pub mod av1;
@@ -201,6 +205,7 @@ pub fn cmaf_info(track: &Track, first_keyframe: Option<&[u8]>) -> Result<CmafTra
         Codec::Vp9 => vp9_info(track, private, first_keyframe)?,
         Codec::Av1 => av1_info(track, private, first_keyframe)?,
         Codec::Flac => flac_info(private)?,
+        Codec::Alaw | Codec::Mulaw => g711_info(track)?,
         codec => return Ok(CmafTrack::NotCarried(not_carried(codec))),
     };
     Ok(CmafTrack::Carried(Box::new(info)))
@@ -219,9 +224,6 @@ fn not_carried(codec: Codec) -> NotCarried {
         }
         Codec::Pcm => {
             "no browser's Media Source plays PCM from MP4; re-encode it (FLAC) to carry it"
-        }
-        Codec::Alaw | Codec::Mulaw => {
-            "no browser's Media Source plays G.711; decode it to PCM and carry it as FLAC"
         }
         _ => "no CMAF mapping",
     };
@@ -723,6 +725,58 @@ fn flac_info(private: Option<&[u8]>) -> Result<CmafInfo, CodecError> {
         video: None,
         audio: Some(audio),
         config: CodecConfig::Flac(c),
+        notes,
+    })
+}
+
+/// G.711 as the FLAC stream the CMAF pipeline transcodes it to: 16-bit PCM at the track's
+/// rate and channel count (`mux::flac::G711ToFlac` writes frames that agree with this
+/// STREAMINFO).
+fn g711_info(track: &Track) -> Result<CmafInfo, CodecError> {
+    const WHAT: &str = "G.711 track";
+    let a = track.audio.as_ref().ok_or(CodecError::Missing {
+        codec: "G.711",
+        expected: "the track's sample rate and channel count",
+    })?;
+    let rate = a.sample_rate;
+    if !(rate >= 1.0 && rate <= f64::from(flac::MAX_SAMPLE_RATE) && rate.fract() == 0.0) {
+        return Err(CodecError::Invalid {
+            what: WHAT,
+            reason: format!("sample rate {rate} Hz is not a whole number FLAC can code"),
+        });
+    }
+    let rate = rate as u32;
+    if !(1..=8).contains(&a.channels) {
+        return Err(CodecError::BadValue {
+            what: WHAT,
+            field: "channels",
+            value: u64::from(a.channels),
+            expected: "1..8 (FLAC)",
+        });
+    }
+    let si = flac::StreamInfo::live(rate, a.channels as u8, 16);
+    let config = flac::FlacConfig::from_stream_info(&si);
+    let mut notes = vec![format!(
+        "{} decoded to 16-bit PCM and carried as FLAC",
+        track.codec.name()
+    )];
+    if rate > 65_535 {
+        notes.push(format!(
+            "{rate} Hz does not fit the 16.16 sample rate of an MP4 audio sample entry"
+        ));
+    }
+    Ok(CmafInfo {
+        codec: Codec::Flac,
+        codec_string: config.codec_string().to_string(),
+        sample_entry: "fLaC",
+        timescale: rate,
+        video: None,
+        audio: Some(CmafAudio {
+            sample_rate: rate,
+            channels: a.channels,
+            bits_per_sample: Some(16),
+        }),
+        config: CodecConfig::Flac(config),
         notes,
     })
 }

@@ -325,8 +325,6 @@ fn not_carried() {
         ("vp8_vorbis.webm", 1, Codec::Vorbis),
         ("h264_mp3.mkv", 1, Codec::Mp3),
         ("h264_pcm.mkv", 1, Codec::Pcm),
-        ("h264_mulaw.mkv", 1, Codec::Mulaw),
-        ("h264_alaw.mkv", 1, Codec::Alaw),
     ] {
         let (tracks, first) = load(file);
         match cmaf_info(&tracks[index], first[index].as_deref()).unwrap() {
@@ -339,6 +337,44 @@ fn not_carried() {
     }
     assert_eq!(mp3_codec_string(48000), "mp4a.6B");
     assert_eq!(mp3_codec_string(24000), "mp4a.69");
+}
+
+#[test]
+fn g711_is_carried_as_flac() {
+    for file in ["h264_mulaw.mkv", "h264_alaw.mkv"] {
+        let a = carried(file, 1);
+        assert_eq!(a.codec, Codec::Flac, "{file}");
+        assert_eq!((a.codec_string.as_str(), a.sample_entry), ("flac", "fLaC"));
+        assert_eq!(a.timescale, 8000);
+        assert_eq!(
+            audio(&a),
+            &CmafAudio {
+                sample_rate: 8000,
+                channels: 1,
+                bits_per_sample: Some(16)
+            }
+        );
+        let CodecConfig::Flac(c) = &a.config else {
+            panic!("{file}: {:?}", a.config);
+        };
+        assert_eq!(c.stream_info, flac::StreamInfo::live(8000, 1, 16));
+        // dfLa: version/flags, last-block STREAMINFO header, the block.
+        let dfla = a.config.decoder_config();
+        assert_eq!(&dfla[..8], &[0, 0, 0, 0, 0x80, 0, 0, 34]);
+        assert_eq!(flac::FlacConfig::parse(&dfla[8..]).unwrap(), *c);
+    }
+    let (tracks, _) = load("h264_mulaw.mkv");
+    let mut bad = tracks[1].clone();
+    for (rate, channels) in [(0.0, 1), (8000.5, 1), (2e6, 1), (8000.0, 0), (8000.0, 9)] {
+        bad.audio = Some(crate::media::AudioInfo {
+            sample_rate: rate,
+            channels,
+            bit_depth: Some(8),
+        });
+        assert!(cmaf_info(&bad, None).is_err(), "{rate} {channels}");
+    }
+    bad.audio = None;
+    assert!(cmaf_info(&bad, None).is_err());
 }
 
 /// ffmpeg's HLS muxer (hlsenc.c) only writes CODECS when H.264 extradata is Annex B, so
