@@ -8,7 +8,7 @@ set -euo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
-targets=(mkv_demux mkv_demux_chunked http_request http_body codec_config)
+targets=(mkv_demux mkv_demux_chunked http_request http_body codec_config mux_round_trip)
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
 done
@@ -20,6 +20,8 @@ for f in ../testdata/*.mkv ../testdata/*.mka ../testdata/*.webm; do
 done
 [ -e corpus/http_request/seed-get ] || printf 'GET /live/live.mkv?_HLS_msn=3&_HLS_part=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n' > corpus/http_request/seed-get
 [ -e corpus/http_request/seed-put ] || printf 'PUT /cam/ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n' > corpus/http_request/seed-put
+# Muxers: setup byte, then records [track|0x80 keyframe, pts delta i16 LE, len, payload].
+[ -e corpus/mux_round_trip/seed-frames ] || printf '\x00\x80\x00\x00\x04abcd\x01\x00\x00\x03xyz\x00\x28\x00\x02ef\x80\x28\x00\x02gh\xff\x00\x00\x00\x80\x28\x00\x01i' > corpus/mux_round_trip/seed-frames
 [ -e corpus/http_body/seed-chunked ] || printf '\x00\x35\x3b\x78\x0d\x0a\x68\x65\x6c\x6c\x6f\x0d\x0a\x30\x0d\x0a\x0d\x0a' > corpus/http_body/seed-chunked
 cargo fuzz build --release
 for t in "${targets[@]}"; do
