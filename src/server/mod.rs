@@ -415,6 +415,9 @@ impl Server {
                 continue;
             }
             let _ = socket.set_nodelay(true);
+            if let Err(e) = limit_unsent(&socket) {
+                debug!("{peer}: TCP_NOTSENT_LOWAT: {e}");
+            }
             let entry = self.conns.vacant_entry();
             let token = Token(entry.key());
             if let Err(e) = self.poll.registry().register(
@@ -1242,6 +1245,34 @@ const MAX_WAITERS_PER_STREAM: usize = 4096;
 
 /// Pending connections the kernel may queue for us (it caps this at net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// Unsent bytes the kernel may hold for one client before its socket stops being
+/// writable. Linux grows a socket's send buffer up to `tcp_wmem` max (4 MiB): a viewer
+/// that stops reading would pin that much kernel memory before a write ever blocked (and
+/// `--client-timeout` started counting), 4 GiB for a thousand of them. Past this, our
+/// own queue holds the rest as shared, refcounted chunks.
+const MAX_UNSENT_BYTES: libc::c_int = 256 * 1024;
+
+fn limit_unsent(socket: &TcpStream) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = MAX_UNSENT_BYTES;
+    // SAFETY: setsockopt(2) on a descriptor we own, reading one c_int we pass by pointer
+    // with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// mio (like std) listens with a backlog of 128: a burst of a thousand viewers connecting
 /// at once overflows it, and the overflow waits out a 1 s SYN retransmit (Icecast's
