@@ -194,6 +194,8 @@ pub struct Server {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     waker: Arc<Waker>,
+    /// A wake-up is on its way: readers add to the channel without waking again.
+    wake_pending: Arc<AtomicBool>,
     tx: Sender<(usize, Update)>,
     rx: Receiver<(usize, Update)>,
     conns: Slab<Conn>,
@@ -220,6 +222,7 @@ impl Server {
             listener: Some(listener),
             local_addr,
             waker,
+            wake_pending: Arc::new(AtomicBool::new(false)),
             tx,
             rx,
             conns: Slab::new(),
@@ -262,6 +265,7 @@ impl Server {
         LoopNotify {
             tx: self.tx.clone(),
             waker: self.waker.clone(),
+            wake_pending: self.wake_pending.clone(),
         }
     }
 
@@ -1048,6 +1052,9 @@ impl Server {
     }
 
     fn drain_updates(&mut self) {
+        // Cleared before draining: an update sent after this wakes the loop again, one
+        // sent before it is drained below.
+        self.wake_pending.store(false, Ordering::SeqCst);
         let mut touched: Vec<usize> = Vec::new();
         loop {
             let (id, update) = match self.rx.try_recv() {
@@ -1057,6 +1064,7 @@ impl Server {
             let Some(slot) = self.streams.get_mut(id) else {
                 continue;
             };
+            let cmaf = matches!(update, Update::Cmaf(_));
             match update {
                 Update::State(state) => {
                     if state == InputState::Live && slot.live_since.is_none() {
@@ -1100,6 +1108,15 @@ impl Server {
                     slot.over = true;
                     slot.log.end();
                 }
+            }
+            if cmaf && !self.streams[id].waiters.is_empty() {
+                // A blocked request is answered as the part it waits for is published,
+                // with the playlist as it is then, not after the rest of the batch: a
+                // blocking reload for a segment's last part that also showed the next
+                // segment begun sends hls.js (without low-latency mode) straight into a
+                // reload for that segment's last part, which it gives up on after 0.8
+                // target durations.
+                self.wake_waiters(id, Instant::now(), false);
             }
             if !touched.contains(&id) {
                 touched.push(id);

@@ -88,12 +88,20 @@ pub trait Notify: Send {
 pub struct LoopNotify {
     pub tx: Sender<(usize, Update)>,
     pub waker: Arc<mio::Waker>,
+    /// Set by the first update after the loop drained the channel, cleared by the loop
+    /// before it drains: one wake-up per batch, not one per frame (a reader of small
+    /// frames otherwise spends its time in eventfd writes and context switches).
+    pub wake_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Notify for LoopNotify {
     fn send(&self, stream: usize, update: Update) {
         // A closed channel means the server is shutting down; there is no one to tell.
-        if self.tx.send((stream, update)).is_ok() {
+        if self.tx.send((stream, update)).is_ok()
+            && !self
+                .wake_pending
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             let _ = self.waker.wake();
         }
     }
