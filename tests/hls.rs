@@ -378,10 +378,10 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
     assert!(mpd.contains(r#"availabilityTimeComplete="false""#));
     // The clock is ours, named absolutely from the request's Host.
     assert!(mpd.contains(r#"value="http://t/time""#), "{mpd}");
-    // Every complete segment listed is served at its $Time$; the last one listed is the
-    // segment in progress.
+    // Every complete segment listed is served at its $Time$; the timeline ends with the
+    // segment being written and the one after it (two ahead when the last is complete).
     let times = video_times(&mpd);
-    assert!(times.len() >= 2, "{mpd}");
+    assert!(times.len() >= 3, "{mpd}");
     let (_, src) = oracle_file("h264_aac.mkv");
     let one: Vec<u8> = src
         .iter()
@@ -389,15 +389,16 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
         .flat_map(|f| f.data.clone())
         .collect();
     let cyclic = [one.clone(), one].concat();
-    for t in &times[..times.len() - 1] {
+    for t in &times[..times.len() - 2] {
         let (_, body) = get_ok(server.addr, &format!("/live/v0/t{t}.m4s"));
         let payload = mdat_payloads(&body);
         let at = position(&cyclic, &payload[..64]).expect("a run of source frames");
         assert_eq!(&cyclic[at..at + payload.len()], &payload[..]);
     }
-    // The last listed segment is being written: it comes with chunked transfer, part by
-    // part, and ends when the segment does. (If it completed between the MPD and the
-    // request, it comes whole: take a fresh MPD and try again.)
+    // The last listed segment has not begun: the request is held until it does, then
+    // the segment comes with chunked transfer, part by part, and ends when the segment
+    // does. (Should it have completed before the request, it comes whole: take a fresh
+    // MPD and try again.)
     let mut chunked = false;
     for _ in 0..5 {
         let (_, _, mpd) = request(
@@ -440,6 +441,22 @@ fn dash_manifest_timeline_and_a_segment_streamed_while_it_is_written() {
         }
     }
     assert!(chunked, "the segment in progress was never served chunked");
+    // Far past anything listed, or before the window: 404 at once.
+    let (_, _, mpd) = request(
+        server.addr,
+        b"GET /live/manifest.mpd HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let times = video_times(&String::from_utf8_lossy(&mpd));
+    let last = *times.last().unwrap();
+    for t in [last + 90_000 * 60, times[0] - 90_000 * 10] {
+        let asked = std::time::Instant::now();
+        let (status, _, _) = request(
+            server.addr,
+            format!("GET /live/v0/t{t}.m4s HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status, 404, "t={t}");
+        assert!(asked.elapsed() < Duration::from_secs(1));
+    }
     let (status, _, now) = request(server.addr, b"GET /time HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&now).ends_with('Z'));
@@ -600,4 +617,85 @@ fn a_blocking_request_returns_right_after_its_part_is_published() {
         "median {:.1} ms",
         ms[ms.len() / 2]
     );
+}
+
+#[test]
+fn a_blocking_reload_is_answered_with_the_playlist_of_the_moment_its_part_appears() {
+    // hls.js without low-latency mode asks for the last part of the segment in progress
+    // and gives up after 0.8 target durations; a playlist that answered the end of
+    // segment N and already showed N+1 begun sends it into such a wait. When N's last
+    // part and N+1's first arrive together, the reload is answered between the two.
+    use std::io::Write;
+    let server = start(
+        Setup::default(),
+        vec![("cam", muxcast::ingest::source::Input::Push)],
+    );
+    let (head, chunks) = frames_as_chunks("h264_aac.mkv");
+    let mut pusher = std::net::TcpStream::connect(server.addr).unwrap();
+    pusher.set_nodelay(true).unwrap();
+    pusher
+        .write_all(b"PUT /cam/ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = |bytes: &[u8]| {
+        let mut c = format!("{:x}\r\n", bytes.len()).into_bytes();
+        c.extend_from_slice(bytes);
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    pusher.write_all(&chunk(&head)).unwrap();
+    // 3 s at once (one complete segment: the target duration is known), then frame by
+    // frame until segment N's last part is the one hinted.
+    let per_second = chunks.len() / 10;
+    let mut next = 0;
+    while next < per_second * 3 {
+        pusher.write_all(&chunk(&chunks[next])).unwrap();
+        next += 1;
+    }
+    let start = std::time::Instant::now();
+    let (msn, part) = loop {
+        let (status, p) = playlist(server.addr, "/cam/v0/index.m3u8");
+        if status == 200 && p.contains("#EXT-X-PRELOAD-HINT") {
+            let (msn, part) = hint(&p);
+            if part == 9 {
+                break (msn, part);
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status} {p}");
+        pusher.write_all(&chunk(&chunks[next])).unwrap();
+        next += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let addr = server.addr;
+    let waiter = std::thread::spawn(move || {
+        playlist(
+            addr,
+            &format!("/cam/v0/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    // The rest of segment N and half a second of N+1 in one write.
+    let burst: Vec<u8> = chunks[next..next + per_second * 3 / 2]
+        .iter()
+        .flat_map(|c| chunk(c))
+        .collect();
+    pusher.write_all(&burst).unwrap();
+    let (status, p) = waiter.join().unwrap();
+    assert_eq!(status, 200, "{p}");
+    assert!(p.contains(&format!("part{msn}.{part}.m4s")), "{p}");
+    assert!(
+        p.contains(&format!("seg{msn}.m4s")),
+        "segment {msn} complete: {p}"
+    );
+    assert!(!p.contains(&format!("part{}.0.m4s\",", msn + 1)), "{p}");
+    assert_eq!(hint(&p), (msn + 1, 0), "{p}");
+    // The parts that came with it are there for the next reload.
+    let start = std::time::Instant::now();
+    loop {
+        let (_, now) = playlist(server.addr, "/cam/v0/index.m3u8");
+        if now.contains(&format!("part{}.1.m4s", msn + 1)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{now}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

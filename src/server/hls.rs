@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::HlsOptions;
 use super::http::{HlsResource, query_param};
 use crate::stream::hls::{PlaylistSettings, RenditionReport, media_playlist};
-use crate::stream::rendition::Rendition;
+use crate::stream::rendition::{Rendition, TimeMatch};
 
 /// A finite answer: status, content type, cache policy, body buffers.
 pub struct Answer {
@@ -144,9 +144,10 @@ fn bandwidth(r: &Rendition) -> u64 {
 /// What a blocked LL-HLS request waits for.
 #[derive(Clone, Debug)]
 pub enum Want {
-    /// A playlist that holds segment `msn` (complete) or its part `part`.
+    /// A playlist that holds segment `msn` (complete) or its part `part`; without `msn`,
+    /// any playlist (a request held only until the target duration is known).
     Playlist {
-        msn: u64,
+        msn: Option<u64>,
         part: Option<usize>,
         skip: bool,
     },
@@ -178,7 +179,10 @@ pub enum Outcome {
 pub struct SegmentStream {
     pub stream: usize,
     pub rendition: String,
+    /// The `$Time$` requested, and the segment it turned out to name (see
+    /// [`Rendition::resolve_time`]): unknown while that segment has not started.
     pub start_ticks: u64,
+    pub msn: Option<u64>,
     /// Parts already queued.
     pub sent_parts: usize,
     /// Whether the response head went out.
@@ -201,22 +205,37 @@ pub enum StreamStep {
 /// HTTP chunk, then the last chunk once the segment is complete.
 pub fn stream_step(renditions: &[Rendition], st: &mut SegmentStream, now: Instant) -> StreamStep {
     let r = renditions.iter().find(|r| r.info.id == st.rendition);
-    let seg = r.and_then(|r| r.segment_at(st.start_ticks));
+    if st.msn.is_none() {
+        match r.map_or(TimeMatch::Never, |r| r.resolve_time(st.start_ticks)) {
+            TimeMatch::Segment(msn) => st.msn = Some(msn),
+            TimeMatch::Later if now < st.deadline => return StreamStep::Wait,
+            TimeMatch::Later => {
+                return StreamStep::Fail(Answer::error(
+                    503,
+                    format!("segment t{} did not start in time", st.start_ticks),
+                ));
+            }
+            TimeMatch::Never => {
+                return StreamStep::Fail(Answer::error(
+                    404,
+                    format!("no segment at t={}", st.start_ticks),
+                ));
+            }
+        }
+    }
+    let seg = r.zip(st.msn).and_then(|(r, msn)| r.segment(msn));
     let Some(seg) = seg else {
-        if !st.started && (now >= st.deadline || r.is_none_or(|r| r.ended)) {
+        if !st.started {
             return StreamStep::Fail(Answer::error(
-                503,
-                format!("segment t{} did not start in time", st.start_ticks),
+                404,
+                format!("segment t{} left the window", st.start_ticks),
             ));
         }
-        if st.started {
-            // It left the window under us: end the body where it is.
-            return StreamStep::Send {
-                bytes: vec![Bytes::from_static(b"0\r\n\r\n")],
-                done: true,
-            };
-        }
-        return StreamStep::Wait;
+        // It left the window under us: end the body where it is.
+        return StreamStep::Send {
+            bytes: vec![Bytes::from_static(b"0\r\n\r\n")],
+            done: true,
+        };
     };
     let mut bytes = Vec::new();
     if !st.started {
@@ -301,6 +320,25 @@ fn block_limit(options: &HlsOptions) -> Duration {
     Duration::from_secs(3 * u64::from(options.target_duration_s.max(1)))
 }
 
+/// The blocking-reload directives of a media playlist request: `_HLS_msn`, `_HLS_part`
+/// (only with `_HLS_msn`) and `_HLS_skip`; a malformed one is a 400 answer.
+fn directives(query: &str) -> Result<(Option<u64>, Option<usize>, bool), Answer> {
+    let skip = matches!(query_param(query, "_HLS_skip"), Some("YES" | "v2"));
+    let part = match query_param(query, "_HLS_part").map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(_)) => return Err(Answer::error(400, "bad _HLS_part".into())),
+    };
+    match query_param(query, "_HLS_msn") {
+        None if part.is_some() => Err(Answer::error(400, "_HLS_part without _HLS_msn".into())),
+        None => Ok((None, None, skip)),
+        Some(m) => match m.parse::<u64>() {
+            Ok(m) => Ok((Some(m), part, skip)),
+            Err(_) => Err(Answer::error(400, format!("bad _HLS_msn {m:?}"))),
+        },
+    }
+}
+
 /// Answers a rendition's resource at once, or says what to wait for.
 pub fn request(
     renditions: &[Rendition],
@@ -323,45 +361,23 @@ pub fn request(
     };
     match resource {
         HlsResource::Playlist => {
-            let msn = query_param(query, "_HLS_msn");
-            let part = query_param(query, "_HLS_part");
-            let skip = matches!(query_param(query, "_HLS_skip"), Some("YES" | "v2"));
+            // Plain HLS: the directives are not offered, so they are ignored.
+            let (msn, part, skip) = if options.low_latency {
+                match directives(query) {
+                    Ok(d) => d,
+                    Err(e) => return Outcome::Answer(e),
+                }
+            } else {
+                (None, None, false)
+            };
             if !options.target_known && !r.ended {
                 // The first segment (whole GOPs) chooses the target duration: until it
                 // is cut, a playlist would state a target later segments might break.
-                return Outcome::Wait(waiter(Want::Playlist {
-                    msn: 0,
-                    part: None,
-                    skip: false,
-                }));
+                // The directives still apply once it is known.
+                return Outcome::Wait(waiter(Want::Playlist { msn, part, skip }));
             }
-            if !options.low_latency {
-                // Plain HLS: the directives are not offered, so they are ignored.
-                return Outcome::Answer(render(renditions, r, false, false, options));
-            }
-            let (msn, part) = match (msn, part) {
-                (None, None) => {
-                    return Outcome::Answer(render(renditions, r, skip, false, options));
-                }
-                (None, Some(_)) => {
-                    return Outcome::Answer(Answer::error(
-                        400,
-                        "_HLS_part without _HLS_msn".into(),
-                    ));
-                }
-                (Some(m), p) => {
-                    let Ok(m) = m.parse::<u64>() else {
-                        return Outcome::Answer(Answer::error(400, format!("bad _HLS_msn {m:?}")));
-                    };
-                    let p = match p.map(str::parse::<usize>) {
-                        None => None,
-                        Some(Ok(p)) => Some(p),
-                        Some(Err(_)) => {
-                            return Outcome::Answer(Answer::error(400, "bad _HLS_part".into()));
-                        }
-                    };
-                    (m, p)
-                }
+            let Some(msn) = msn else {
+                return Outcome::Answer(render(renditions, r, skip, false, options));
             };
             // With the stream over, the directives are ignored.
             if r.ended || r.has(msn, part) {
@@ -375,7 +391,11 @@ pub fn request(
                     format!("_HLS_msn={msn} is beyond the advance limit (last segment {last})"),
                 ));
             }
-            Outcome::Wait(waiter(Want::Playlist { msn, part, skip }))
+            Outcome::Wait(waiter(Want::Playlist {
+                msn: Some(msn),
+                part,
+                skip,
+            }))
         }
         HlsResource::Part(msn, part) => {
             if let Some(p) = r.part(msn, part) {
@@ -395,28 +415,30 @@ pub fn request(
             }
         }
         HlsResource::SegmentAt(t) => {
-            if let Some(seg) = r.segment_at(t).filter(|s| s.complete) {
-                return Outcome::Answer(media(seg.buffers()));
-            }
-            // The segment in progress, or the next one (it starts where the last ends).
-            let next_is_t = r
-                .next_segment_at()
-                .is_some_and(|(next, tolerance)| next.abs_diff(t) <= tolerance);
-            if !r.ended
-                && (r.segment_at(t).is_some()
-                    || (next_is_t && r.segments().last().is_some_and(|s| s.complete)))
-            {
-                return Outcome::Stream(SegmentStream {
-                    stream: 0,
-                    rendition: id.to_string(),
-                    start_ticks: t,
-                    sent_parts: 0,
-                    started: false,
-                    deadline: now + block_limit(options),
-                    keep_alive: false,
-                });
-            }
-            Outcome::Answer(Answer::error(404, format!("no segment at t={t}")))
+            // A complete segment at once; the one being written, or one the MPD lists
+            // ahead of it, streamed part by part as it is written.
+            let msn = match r.resolve_time(t) {
+                TimeMatch::Segment(msn) => {
+                    if let Some(seg) = r.segment(msn).filter(|s| s.complete) {
+                        return Outcome::Answer(media(seg.buffers()));
+                    }
+                    Some(msn)
+                }
+                TimeMatch::Later => None,
+                TimeMatch::Never => {
+                    return Outcome::Answer(Answer::error(404, format!("no segment at t={t}")));
+                }
+            };
+            Outcome::Stream(SegmentStream {
+                stream: 0,
+                rendition: id.to_string(),
+                start_ticks: t,
+                msn,
+                sent_parts: 0,
+                started: false,
+                deadline: now + block_limit(options),
+                keep_alive: false,
+            })
         }
         other => Outcome::Answer(rendition_resource(renditions, id, other, options)),
     }
@@ -437,8 +459,8 @@ pub fn retry(
     };
     match w.want {
         Want::Playlist { msn, part, skip } => (r.ended
-            || (options.target_known && r.has(msn, part)))
-        .then(|| render(renditions, r, skip, true, options)),
+            || (options.target_known && msn.is_none_or(|m| r.has(m, part))))
+        .then(|| render(renditions, r, skip, msn.is_some(), options)),
         Want::Part { msn, part } => match r.part(msn, part) {
             Some(p) => Some(media(p.buffers.clone())),
             // Went past it: the segment closed with fewer parts, or the stream ended.
@@ -461,7 +483,7 @@ pub fn timeout_answer(w: &Waiter) -> Answer {
     )
 }
 
-/// A rendition's resource./// A rendition's resource.
+/// A rendition's resource.
 pub fn rendition_resource(
     renditions: &[Rendition],
     id: &str,
@@ -504,5 +526,221 @@ pub fn rendition_resource(
             Some(s) => media(s.buffers()),
             None => Answer::error(404, format!("no complete segment at t={t}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::rendition::{PartData, RenditionInfo};
+
+    fn rendition() -> Rendition {
+        let info = RenditionInfo {
+            id: "v0".into(),
+            video: true,
+            codec_string: "avc1.64001f".into(),
+            timescale: 90_000,
+            width: 320,
+            height: 240,
+            frame_rate: Some(25.0),
+            sample_rate: 0,
+            channels: 0,
+        };
+        Rendition::new(info, Bytes::from_static(b"init"), 0, 10)
+    }
+
+    /// Part `p` of segment `msn`: 200 ms, 10 parts a segment, segment 0 at 90000.
+    fn push(r: &mut Rendition, msn: u64, p: u64) {
+        let at = 90_000 + (msn - 1000) * 180_000 + p * 18_000;
+        r.push_part(
+            msn,
+            PartData {
+                buffers: vec![Bytes::from(format!("{msn}.{p}"))],
+                len: 6,
+                duration_s: 0.2,
+                independent: p == 0,
+                start_ticks: at,
+                duration_ticks: 18_000,
+                presentation_ticks: at,
+            },
+            p == 0,
+            0,
+        );
+    }
+
+    #[test]
+    fn a_playlist_held_for_the_target_duration_keeps_its_directives() {
+        let now = Instant::now();
+        let mut rs = vec![rendition()];
+        for p in 0..3 {
+            push(&mut rs[0], 1000, p);
+        }
+        let unknown = HlsOptions {
+            target_known: false,
+            ..HlsOptions::default()
+        };
+        let query = "_HLS_msn=1001&_HLS_part=1&_HLS_skip=YES";
+        let Outcome::Wait(w) = request(&rs, "v0", HlsResource::Playlist, query, &unknown, now)
+        else {
+            panic!("held until the target duration is known");
+        };
+        assert!(matches!(
+            w.want,
+            Want::Playlist {
+                msn: Some(1001),
+                part: Some(1),
+                skip: true
+            }
+        ));
+        // A malformed directive is refused at once, target or not.
+        let bad = request(
+            &rs,
+            "v0",
+            HlsResource::Playlist,
+            "_HLS_part=1",
+            &unknown,
+            now,
+        );
+        assert!(matches!(bad, Outcome::Answer(a) if a.status == 400));
+        // The target is known, but part 1001.1 does not exist yet: still held.
+        let known = HlsOptions::default();
+        for p in 3..10 {
+            push(&mut rs[0], 1000, p);
+        }
+        rs[0].close_segment();
+        assert!(retry(&rs, &w, &unknown, now).is_none());
+        assert!(retry(&rs, &w, &known, now).is_none());
+        push(&mut rs[0], 1001, 0);
+        push(&mut rs[0], 1001, 1);
+        let a = retry(&rs, &w, &known, now).expect("answered once part 1001.1 exists");
+        let text = String::from_utf8_lossy(&a.body[0]).to_string();
+        assert!(text.contains("part1001.1.m4s"), "{text}");
+        assert_eq!(a.cache_control, BLOCKING_PLAYLIST_CACHE);
+        // A plain request held for the target is answered as soon as it is known.
+        let Outcome::Wait(plain) = request(&rs, "v0", HlsResource::Playlist, "", &unknown, now)
+        else {
+            panic!("held");
+        };
+        assert!(retry(&rs, &plain, &unknown, now).is_none());
+        assert!(retry(&rs, &plain, &known, now).is_some());
+    }
+
+    /// Runs `stream_step` once and returns the bytes it sends, as text.
+    fn step(rs: &[Rendition], st: &mut SegmentStream, now: Instant) -> Option<(String, bool)> {
+        match stream_step(rs, st, now) {
+            StreamStep::Wait => None,
+            StreamStep::Send { bytes, done } => Some((
+                bytes
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+                    .collect(),
+                done,
+            )),
+            StreamStep::Fail(a) => Some((format!("FAIL {}", a.status), true)),
+        }
+    }
+
+    #[test]
+    fn a_dash_segment_listed_ahead_is_held_until_it_starts_then_streamed() {
+        let now = Instant::now();
+        let options = HlsOptions::default();
+        let mut rs = vec![rendition()];
+        for p in 0..10 {
+            push(&mut rs[0], 1000, p);
+        }
+        rs[0].close_segment();
+        for p in 0..4 {
+            push(&mut rs[0], 1001, p);
+        }
+        // The MPD lists 1002 at 1001's start + 1000's duration; it starts 2340 ticks
+        // later than that (a longer GOP).
+        let estimate = 90_000 + 2 * 180_000;
+        let Outcome::Stream(mut st) = request(
+            &rs,
+            "v0",
+            HlsResource::SegmentAt(estimate),
+            "",
+            &options,
+            now,
+        ) else {
+            panic!("held, not answered");
+        };
+        assert_eq!(st.msn, None);
+        assert!(
+            step(&rs, &mut st, now).is_none(),
+            "nothing before it starts"
+        );
+        for p in 4..10 {
+            push(&mut rs[0], 1001, p);
+        }
+        rs[0].push_part(
+            1001,
+            PartData {
+                buffers: vec![Bytes::from_static(b"1001.x")],
+                len: 6,
+                duration_s: 0.026,
+                independent: false,
+                start_ticks: estimate,
+                duration_ticks: 2_340,
+                presentation_ticks: estimate,
+            },
+            false,
+            0,
+        );
+        rs[0].close_segment();
+        assert!(
+            step(&rs, &mut st, now).is_none(),
+            "1001 is not what it asked for"
+        );
+        let at = estimate + 2_340;
+        rs[0].push_part(
+            1002,
+            PartData {
+                buffers: vec![Bytes::from_static(b"1002.0")],
+                len: 6,
+                duration_s: 0.2,
+                independent: true,
+                start_ticks: at,
+                duration_ticks: 18_000,
+                presentation_ticks: at,
+            },
+            true,
+            0,
+        );
+        let (sent, done) = step(&rs, &mut st, now).expect("1002 began");
+        assert_eq!(st.msn, Some(1002));
+        assert!(sent.starts_with("HTTP/1.1 200 OK\r\n"), "{sent}");
+        assert!(sent.contains("Transfer-Encoding: chunked"));
+        assert!(sent.ends_with("6\r\n1002.0\r\n") && !done, "{sent}");
+        rs[0].close_segment();
+        let (sent, done) = step(&rs, &mut st, now).unwrap();
+        assert_eq!(sent, "0\r\n\r\n");
+        assert!(done);
+        // Its real time is the same segment, whole; far ahead is 404 at once; a wait
+        // that outlives its deadline is 503.
+        let whole = request(&rs, "v0", HlsResource::SegmentAt(at), "", &options, now);
+        assert!(matches!(whole, Outcome::Answer(a) if a.status == 200 && a.body.len() == 1));
+        let far = request(
+            &rs,
+            "v0",
+            HlsResource::SegmentAt(at + 90_000 * 60),
+            "",
+            &options,
+            now,
+        );
+        assert!(matches!(far, Outcome::Answer(a) if a.status == 404));
+        let Outcome::Stream(mut next) = request(
+            &rs,
+            "v0",
+            HlsResource::SegmentAt(at + 180_000),
+            "",
+            &options,
+            now,
+        ) else {
+            panic!("held");
+        };
+        assert!(step(&rs, &mut next, now).is_none());
+        let late = next.deadline + Duration::from_millis(1);
+        assert_eq!(step(&rs, &mut next, late).unwrap().0, "FAIL 503");
     }
 }

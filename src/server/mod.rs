@@ -468,6 +468,11 @@ impl Server {
                 return Flow::Open;
             };
             let reading_request = matches!(conn.phase, Phase::Request);
+            if !reading_request && !matches!(conn.phase, Phase::Live(_)) {
+                // A finite answer is still going out: the next pipelined requests stay
+                // in the socket (TCP holds the client back) until `drive` asks for them.
+                return Flow::Open;
+            }
             let mut buf = [0u8; READ_CHUNK];
             match conn.socket.read(&mut buf) {
                 Ok(0) => return Flow::Close,
@@ -488,6 +493,25 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Flow::Close,
             }
+        }
+    }
+
+    /// Reads one chunk of a connection's input into its buffer: Some(true) when bytes
+    /// came, Some(false) when none are waiting, None when the client is gone.
+    fn read_chunk(&mut self, token: Token) -> Option<bool> {
+        let conn = self.conns.get_mut(token.0)?;
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            return match conn.socket.read(&mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    conn.inbuf.extend_from_slice(&buf[..n]);
+                    Some(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => None,
+            };
         }
     }
 
@@ -907,17 +931,32 @@ impl Server {
             let Some(conn) = self.conns.get(token.0) else {
                 return Flow::Open;
             };
-            if !matches!(conn.phase, Phase::Request) || conn.inbuf.is_empty() {
+            if !matches!(conn.phase, Phase::Request) {
                 return Flow::Open;
+            }
+            if conn.inbuf.is_empty() {
+                // Requests that arrived while an answer was going out were left in the
+                // socket: take the next chunk of them here (not through `read`, which
+                // calls `drive`: no recursion, however long the pipeline).
+                match self.read_chunk(token) {
+                    Some(true) => continue,
+                    Some(false) => return Flow::Open,
+                    None => return Flow::Close,
+                }
             }
             let before = conn.inbuf.len();
             if let Flow::Close = self.try_request(token) {
                 return Flow::Close;
             }
             match self.conns.get(token.0) {
-                // Incomplete request: wait for more bytes.
+                // Incomplete request: its rest may already be in the socket (left there
+                // while an answer went out), else wait for the next readable event.
                 Some(c) if matches!(c.phase, Phase::Request) && c.inbuf.len() == before => {
-                    return Flow::Open;
+                    match self.read_chunk(token) {
+                        Some(true) => {}
+                        Some(false) => return Flow::Open,
+                        None => return Flow::Close,
+                    }
                 }
                 Some(_) => {}
                 None => return Flow::Open,

@@ -89,6 +89,17 @@ impl SegmentData {
     }
 }
 
+/// What a DASH `$Time$` names (see [`Rendition::resolve_time`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeMatch {
+    /// This segment (by msn): complete, or being written.
+    Segment(u64),
+    /// A segment that has not started yet (the MPD lists one ahead): wait for it.
+    Later,
+    /// Left the window, never existed, or too far ahead.
+    Never,
+}
+
 /// A rendition's window of segments.
 #[derive(Debug)]
 pub struct Rendition {
@@ -238,12 +249,48 @@ impl Rendition {
         })
     }
 
-    /// Where the next segment is expected to start in presentation time (the last
-    /// segment's `t + d`), and how far off a request for it may be.
-    pub fn next_segment_at(&self) -> Option<(u64, u64)> {
-        let last = self.segments.back()?;
-        let tolerance = last.parts.last().map_or(0, |p| p.duration_ticks / 2);
-        Some((last.presentation_ticks() + last.duration_ticks(), tolerance))
+    /// Which segment a DASH `$Time$` request means. The MPD lists the segment being
+    /// written and the one after it with estimated times (the previous segment's
+    /// duration); a segment's real start differs from its estimate when the GOP or the
+    /// reorder delay changed. A time that names no segment start exactly is the segment
+    /// whose start is nearest, once that can be told: a time past the segment being
+    /// written waits until a later segment starts, or until the one being written has
+    /// grown so long that no later start could be nearer.
+    pub fn resolve_time(&self, ticks: u64) -> TimeMatch {
+        let (Some(first), Some(last)) = (self.segments.front(), self.segments.back()) else {
+            return TimeMatch::Never;
+        };
+        if let Some(s) = self.segment_at(ticks) {
+            return TimeMatch::Segment(s.msn);
+        }
+        if ticks < first.presentation_ticks() {
+            return TimeMatch::Never;
+        }
+        let last_start = last.presentation_ticks();
+        if ticks <= last_start {
+            return self
+                .segments
+                .iter()
+                .min_by_key(|s| s.presentation_ticks().abs_diff(ticks))
+                .map_or(TimeMatch::Never, |s| TimeMatch::Segment(s.msn));
+        }
+        // Past the start of the last segment: the next one starts at its end (known once
+        // it is complete, no earlier than its end so far while it is written).
+        let end = last_start + last.duration_ticks();
+        let longest = self
+            .segments
+            .iter()
+            .map(SegmentData::duration_ticks)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        if ticks - last_start <= end.saturating_sub(ticks) {
+            TimeMatch::Segment(last.msn)
+        } else if self.ended || ticks > end + 3 * longest {
+            TimeMatch::Never
+        } else {
+            TimeMatch::Later
+        }
     }
 
     pub fn part(&self, msn: u64, part: usize) -> Option<&PartData> {
@@ -382,5 +429,60 @@ mod tests {
         r.push_part(3, part(10), true, 0);
         assert_eq!(r.discontinuity_sequence, 1);
         assert!(!r.inits.contains_key(&0), "init 0 is no longer needed");
+    }
+
+    /// A part of `len` bytes presented from `at` for 18000 ticks.
+    fn part_at(at: u64) -> PartData {
+        PartData {
+            presentation_ticks: at,
+            start_ticks: at,
+            ..part(10)
+        }
+    }
+
+    /// Segment `msn` of `parts` parts from `at`.
+    fn push_segment(r: &mut Rendition, msn: u64, at: u64, parts: u64) {
+        for p in 0..parts {
+            r.push_part(msn, part_at(at + p * 18_000), p == 0, 0);
+        }
+    }
+
+    #[test]
+    fn a_dash_time_names_the_segment_whose_start_is_nearest() {
+        let mut r = Rendition::new(info(), Bytes::from_static(b"init"), 0, 5);
+        assert_eq!(r.resolve_time(0), TimeMatch::Never);
+        push_segment(&mut r, 10, 1_000_000, 10);
+        // The second segment ran 2340 ticks longer than the first (a loop's gap).
+        push_segment(&mut r, 11, 1_180_000, 10);
+        r.push_part(11, part_at(1_180_000 + 180_000), false, 0);
+        r.close_segment();
+        push_segment(&mut r, 12, 1_378_000, 3);
+        // Exact starts, and a start within half a part.
+        assert_eq!(r.resolve_time(1_000_000), TimeMatch::Segment(10));
+        assert_eq!(r.resolve_time(1_180_000 + 5_000), TimeMatch::Segment(11));
+        // An estimate (1_180_000 + 180_000) that the real start (1_378_000) missed by
+        // more than half a part: still the nearest start.
+        assert_eq!(r.resolve_time(1_360_000), TimeMatch::Segment(12));
+        // Before the window: gone.
+        assert_eq!(r.resolve_time(900_000), TimeMatch::Never);
+        // The segment after the one being written (its estimate): not yet.
+        assert_eq!(r.resolve_time(1_378_000 + 198_000), TimeMatch::Later);
+        // The one after that, also listed while the last is complete.
+        r.close_segment();
+        assert_eq!(r.resolve_time(1_378_000 + 2 * 180_000), TimeMatch::Later);
+        // Far beyond anything listed: never.
+        assert_eq!(r.resolve_time(1_378_000 + 20 * 180_000), TimeMatch::Never);
+        // The next segment begins a little before the estimate: the estimate names it.
+        push_segment(&mut r, 13, 1_432_000, 1);
+        assert_eq!(r.resolve_time(1_432_000 + 5_000), TimeMatch::Segment(13));
+        // A time well past the start of the segment being written is that segment once
+        // it is clearly nearer than any later start could be.
+        assert_eq!(r.resolve_time(1_432_000 + 30_000), TimeMatch::Later);
+        for p in 1..4 {
+            r.push_part(13, part_at(1_432_000 + p * 18_000), false, 0);
+        }
+        assert_eq!(r.resolve_time(1_432_000 + 30_000), TimeMatch::Segment(13));
+        r.end();
+        assert_eq!(r.resolve_time(1_432_000 + 180_000), TimeMatch::Never);
     }
 }

@@ -57,6 +57,17 @@ def check(name, ok, detail="", extra=None):
     return bool(ok)
 
 
+def known_failure(name, ok, detail, reason, extra=None):
+    """A check that fails because of a documented bug in the peer, not in muxcast: printed
+    as XFAIL with the reason (XPASS once the peer is fixed), never counted as a failure."""
+    tag = "XPASS" if ok else "XFAIL"
+    print(f"{tag} {name}: {detail} [known peer bug: {reason}]", flush=True)
+    if extra and not ok:
+        for line in extra[:8]:
+            print(f"    {line}", flush=True)
+    return bool(ok)
+
+
 def info(msg):
     print(f"     ({msg})", flush=True)
 
@@ -568,3 +579,114 @@ def decode_problems(path, timeout=60):
     if r.returncode != 0:
         lines.insert(0, f"exit {r.returncode}")
     return lines
+
+
+# ---------------------------------------------------------------------------------------
+# ISO BMFF (fMP4) boxes, enough to name a sample entry and the NAL units of a segment
+
+
+def mp4_boxes(data):
+    """[(type, payload)] of the boxes at the top level of `data`."""
+    out, i = [], 0
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i:i + 4], "big")
+        typ = data[i + 4:i + 8].decode("latin-1")
+        hdr = 8
+        if size == 1:
+            size = int.from_bytes(data[i + 8:i + 16], "big")
+            hdr = 16
+        elif size == 0:
+            size = len(data) - i
+        if size < hdr or i + size > len(data):
+            raise CheckFailed(f"box {typ!r} at offset {i}: size {size} overruns the {len(data)} bytes")
+        out.append((typ, data[i + hdr:i + size]))
+        i += size
+    return out
+
+
+def mp4_path(data, *path):
+    """Payload of the first box along `path` (e.g. "moov", "trak", "mdia"), or None."""
+    for name in path:
+        found = next((p for t, p in mp4_boxes(data) if t == name), None)
+        if found is None:
+            return None
+        data = found
+    return data
+
+
+def video_sample_entry(init):
+    """(type, {child type: payload}) of the first sample entry of the first video track of
+    an init segment: e.g. ("hvc1", {"hvcC": ..., "pasp": ...})."""
+    moov = mp4_path(init, "moov")
+    if moov is None:
+        raise CheckFailed(f"no moov among {[t for t, _ in mp4_boxes(init)]}")
+    for typ, trak in mp4_boxes(moov):
+        if typ != "trak":
+            continue
+        hdlr = mp4_path(trak, "mdia", "hdlr")
+        if not hdlr or hdlr[8:12] != b"vide":
+            continue
+        stsd = mp4_path(trak, "mdia", "minf", "stbl", "stsd")
+        if stsd is None:
+            raise CheckFailed("video trak without stsd")
+        entries = mp4_boxes(stsd[8:])  # version/flags, entry_count
+        if not entries:
+            raise CheckFailed("empty stsd")
+        etype, body = entries[0]
+        children = {t: p for t, p in mp4_boxes(body[78:])}  # after the VisualSampleEntry fields
+        return etype, children
+    raise CheckFailed("no video trak in the init segment")
+
+
+def hvcc_arrays(hvcc):
+    """[(nal_unit_type, array_completeness, count)] of an hvcC payload."""
+    if len(hvcc) < 23:
+        raise CheckFailed(f"hvcC of {len(hvcc)} bytes")
+    arrays, i = [], 23
+    for _ in range(hvcc[22]):
+        completeness, nal_type = hvcc[i] >> 7, hvcc[i] & 0x3F
+        n = int.from_bytes(hvcc[i + 1:i + 3], "big")
+        i += 3
+        for _ in range(n):
+            i += 2 + int.from_bytes(hvcc[i:i + 2], "big")
+        arrays.append((nal_type, completeness, n))
+    return arrays
+
+
+def hevc_nal_types(segment, length_size=4):
+    """The HEVC NAL unit types of every sample in a CMAF segment (moof+mdat pairs), in order:
+    [[types of sample 1], [types of sample 2], ...]."""
+    samples, pending = [], []
+    for typ, body in mp4_boxes(segment):
+        if typ == "moof":
+            pending = []
+            traf = mp4_path(body, "traf")
+            trun = next((p for t, p in mp4_boxes(traf) if t == "trun"), None) if traf else None
+            if trun is None:
+                raise CheckFailed("moof without traf/trun")
+            flags = int.from_bytes(trun[1:4], "big")
+            count = int.from_bytes(trun[4:8], "big")
+            j = 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+            if not flags & 0x200:
+                raise CheckFailed("trun without sample sizes (tfhd default sizes are not read here)")
+            for _ in range(count):
+                if flags & 0x100:
+                    j += 4
+                pending.append(int.from_bytes(trun[j:j + 4], "big"))
+                j += 4
+                j += (4 if flags & 0x400 else 0) + (4 if flags & 0x800 else 0)
+        elif typ == "mdat":
+            off = 0
+            for size in pending:
+                sample, off = body[off:off + size], off + size
+                types, k = [], 0
+                while k + length_size <= len(sample):
+                    n = int.from_bytes(sample[k:k + length_size], "big")
+                    if n == 0 or k + length_size + n > len(sample):
+                        types.append("bad-length")
+                        break
+                    types.append((sample[k + length_size] >> 1) & 0x3F)
+                    k += length_size + n
+                samples.append(types)
+            pending = []
+    return samples

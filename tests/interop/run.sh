@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Interop suite: muxcast against ffmpeg, ffprobe, curl and a raw socket.
+# Interop suite: muxcast against ffmpeg, ffprobe, curl, a raw socket, hls.js and dash.js in
+# headless Chromium, and GStreamer.
 #
 #   tests/interop/run.sh            # every check
 #   tests/interop/run.sh a c        # some of them (letters: see checks.py)
 #
-# Needs: cargo, python3 (stdlib only), ffmpeg/ffprobe, curl, coreutils `timeout`.
+# Needs: cargo, python3 (stdlib only), ffmpeg/ffprobe, curl, coreutils `timeout`; for checks
+# h and i also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
+# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav (.ci/run installs
+# all of them). Without them those checks fail with a line saying what is missing.
 # Prints one PASS/FAIL line per check; exits non-zero if any check failed.
 # KEEP_WORKDIR=1 keeps the captured files and logs (they are kept on failure anyway).
 set -euo pipefail
@@ -47,7 +51,7 @@ export PYTHONDONTWRITEBYTECODE=1
 start=$SECONDS
 # The whole suite is bounded: `timeout` sends SIGTERM (the suite then kills its processes)
 # and SIGKILL 15 s later.
-timeout --kill-after=15 420 python3 -u "$here/checks.py" --bin "$bin" --workdir "$workdir" "$@" &
+timeout --kill-after=15 720 python3 -u "$here/checks.py" --bin "$bin" --workdir "$workdir" "$@" &
 suite_pid=$!
 rc=0
 wait "$suite_pid" || rc=$?
