@@ -278,32 +278,39 @@ fn render(
     blocking: bool,
     options: &HlsOptions,
 ) -> Answer {
-    let reports: Vec<RenditionReport> = renditions
-        .iter()
-        .filter(|o| o.info.id != r.info.id)
-        .filter_map(|o| {
-            let (msn, parts) = o.last_position()?;
-            Some(RenditionReport {
-                uri: format!("../{}/index.m3u8", o.info.id),
-                last_msn: msn,
-                last_part: parts.checked_sub(1),
+    let body = r.cached_playlist(skip, || {
+        let reports: Vec<RenditionReport> = renditions
+            .iter()
+            .filter(|o| o.info.id != r.info.id)
+            .filter_map(|o| {
+                let (msn, parts) = o.last_position()?;
+                Some(RenditionReport {
+                    uri: format!("../{}/index.m3u8", o.info.id),
+                    last_msn: msn,
+                    last_part: parts.checked_sub(1),
+                })
             })
-        })
-        .collect();
-    let body = media_playlist(
-        &settings(options),
-        &r.playlist_segments(),
-        r.discontinuity_sequence,
-        skip,
-        r.ended,
-        &reports,
-    );
+            .collect();
+        media_playlist(
+            &settings(options),
+            &r.playlist_segments(),
+            r.discontinuity_sequence,
+            skip,
+            r.ended,
+            &reports,
+        )
+    });
     let cache = if blocking {
         BLOCKING_PLAYLIST_CACHE
     } else {
         PLAYLIST_CACHE
     };
-    Answer::text(200, PLAYLIST_TYPE, cache, body)
+    Answer {
+        status: 200,
+        content_type: PLAYLIST_TYPE,
+        cache_control: cache,
+        body: vec![body],
+    }
 }
 
 fn media(body: Vec<Bytes>) -> Answer {

@@ -1356,6 +1356,11 @@ fn stream_hls_options(slot: &StreamSlot, server: &HlsOptions) -> HlsOptions {
 
 /// Applies a CMAF update to a stream's renditions.
 fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
+    // Every update can change what a playlist shows (its own segments, the target
+    // duration, another rendition's report).
+    for r in &slot.renditions {
+        r.clear_playlist_cache();
+    }
     match update {
         CmafUpdate::TargetDuration(t) => slot.target_duration_s = Some(t),
         CmafUpdate::Renditions {
