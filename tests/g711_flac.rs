@@ -10,34 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use muxcast::media::g711;
 
-fn get_ok(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
-    let (status, _, body) = request(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-    );
-    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
-    body
-}
-
-/// The payloads of every `mdat` in a run of ISO BMFF boxes.
-fn mdat_payloads(mut bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while bytes.len() >= 8 {
-        let size = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
-        assert!(size >= 8 && size <= bytes.len(), "box size {size}");
-        if &bytes[4..8] == b"mdat" {
-            out.extend_from_slice(&bytes[8..size]);
-        }
-        bytes = &bytes[size..];
-    }
-    assert!(bytes.is_empty(), "trailing bytes after the last box");
-    out
-}
-
-fn position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Every block claxon decodes from "fLaC" + `streaminfo` + `frames`, as 16-bit samples.
 fn decode_flac(streaminfo: &[u8], frames: &[u8]) -> Vec<Vec<i16>> {
     let mut file = b"fLaC".to_vec();

@@ -17,21 +17,6 @@ fn get_ok(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
     (head, body)
 }
 
-/// The payloads of every `mdat` in a run of ISO BMFF boxes.
-fn mdat_payloads(mut bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while bytes.len() >= 8 {
-        let size = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
-        assert!(size >= 8 && size <= bytes.len(), "box size {size}");
-        if &bytes[4..8] == b"mdat" {
-            out.extend_from_slice(&bytes[8..size]);
-        }
-        bytes = &bytes[size..];
-    }
-    assert!(bytes.is_empty(), "trailing bytes after the last box");
-    out
-}
-
 /// The types of the top-level boxes in a run of ISO BMFF boxes.
 fn box_types(mut bytes: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
@@ -42,10 +27,6 @@ fn box_types(mut bytes: &[u8]) -> Vec<String> {
         bytes = &bytes[size..];
     }
     out
-}
-
-fn position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[test]

@@ -19,15 +19,6 @@ fn unix_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn get_ok(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
-    let (status, _, body) = request(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
-    );
-    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
-    body
-}
-
 /// One sample read back from a chunk.
 #[derive(Debug, Clone)]
 struct Sample {
