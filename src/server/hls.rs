@@ -5,12 +5,14 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::HlsOptions;
 use super::http::{HlsResource, query_param};
 use crate::stream::hls::{PlaylistSettings, RenditionReport, media_playlist};
-use crate::stream::rendition::{Rendition, TimeMatch};
+use crate::stream::rendition::{Rendition, SegmentData, TimeMatch};
+use crate::stream::segment_file::SegmentFile;
 
 /// A finite answer: status, content type, cache policy, body buffers.
 pub struct Answer {
@@ -18,6 +20,8 @@ pub struct Answer {
     pub content_type: &'static str,
     pub cache_control: &'static str,
     pub body: Vec<Bytes>,
+    /// The body is this whole memory file: it may go out by `sendfile`.
+    pub file: Option<Arc<SegmentFile>>,
 }
 
 impl Answer {
@@ -32,6 +36,7 @@ impl Answer {
             content_type,
             cache_control,
             body: vec![Bytes::from(body)],
+            file: None,
         }
     }
 
@@ -310,6 +315,7 @@ fn render(
         content_type: PLAYLIST_TYPE,
         cache_control: cache,
         body: vec![body],
+        file: None,
     }
 }
 
@@ -319,6 +325,15 @@ fn media(body: Vec<Bytes>) -> Answer {
         content_type: "video/mp4",
         cache_control: MEDIA_CACHE,
         body,
+        file: None,
+    }
+}
+
+/// A complete segment: its memory file when it has one.
+fn segment_answer(segment: &SegmentData) -> Answer {
+    Answer {
+        file: segment.file.clone(),
+        ..media(segment.buffers())
     }
 }
 
@@ -427,7 +442,7 @@ pub fn request(
             let msn = match r.resolve_time(t) {
                 TimeMatch::Segment(msn) => {
                     if let Some(seg) = r.segment(msn).filter(|s| s.complete) {
-                        return Outcome::Answer(media(seg.buffers()));
+                        return Outcome::Answer(segment_answer(seg));
                     }
                     Some(msn)
                 }
@@ -503,34 +518,19 @@ pub fn rendition_resource(
     match resource {
         HlsResource::Playlist => render(renditions, r, false, false, options),
         HlsResource::Init(n) => match r.inits.get(&n) {
-            Some(b) => Answer {
-                status: 200,
-                content_type: "video/mp4",
-                cache_control: MEDIA_CACHE,
-                body: vec![b.clone()],
-            },
+            Some(b) => media(vec![b.clone()]),
             None => Answer::error(404, format!("no init segment {n}")),
         },
         HlsResource::Segment(msn) => match r.segment(msn).filter(|s| s.complete) {
-            Some(s) => Answer {
-                status: 200,
-                content_type: "video/mp4",
-                cache_control: MEDIA_CACHE,
-                body: s.buffers(),
-            },
+            Some(s) => segment_answer(s),
             None => Answer::error(404, format!("no complete segment {msn}")),
         },
         HlsResource::Part(msn, part) => match r.part(msn, part) {
-            Some(p) => Answer {
-                status: 200,
-                content_type: "video/mp4",
-                cache_control: MEDIA_CACHE,
-                body: p.buffers.clone(),
-            },
+            Some(p) => media(p.buffers.clone()),
             None => Answer::error(404, format!("no part {msn}.{part}")),
         },
         HlsResource::SegmentAt(t) => match r.segment_at(t).filter(|s| s.complete) {
-            Some(s) => media(s.buffers()),
+            Some(s) => segment_answer(s),
             None => Answer::error(404, format!("no complete segment at t={t}")),
         },
     }

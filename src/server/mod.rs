@@ -27,6 +27,7 @@ use crate::stream::cmaf::CmafUpdate;
 use crate::stream::dash::{self, DashSettings};
 use crate::stream::live::{Gop, LiveLog, Next, WindowOptions};
 use crate::stream::rendition::Rendition;
+use crate::stream::segment_file::SegmentFile;
 use crate::stream::{InputState, LoopNotify, Update};
 use http::{BodyFraming, Method, Request, Route};
 
@@ -182,6 +183,18 @@ struct Conn {
     /// Set when a write hit WouldBlock with data pending; cleared by any progress.
     blocked_since: Option<Instant>,
     close_when_flushed: bool,
+    /// Answered a request this round and may have more input: served again from
+    /// `Server::deferred` after the other ready connections, not back to back.
+    deferred: bool,
+    /// A segment (or a range of one) to `sendfile` once `out` is written.
+    file_out: Option<FileOut>,
+}
+
+/// The rest of a memory-file body: bytes `offset..end` of `file`.
+struct FileOut {
+    file: Arc<SegmentFile>,
+    offset: u64,
+    end: u64,
 }
 
 enum Flow {
@@ -205,6 +218,11 @@ pub struct Server {
     shutting_down: Option<Instant>,
     accept_paused_until: Option<Instant>,
     started: Instant,
+    /// Keep-alive connections that got one answer this round (see `Conn::deferred`):
+    /// one request per connection per round, as nginx posts such events, so a client
+    /// that sends its next request at once cannot hold the loop (one `wrk` connection
+    /// was served 6783 times in a row, and p99 was 140 ms against nginx's 6 ms).
+    deferred: Vec<Token>,
 }
 
 impl Server {
@@ -232,6 +250,7 @@ impl Server {
             shutting_down: None,
             accept_paused_until: None,
             started: Instant::now(),
+            deferred: Vec::new(),
         })
     }
 
@@ -294,7 +313,9 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            let timeout = if self.shutting_down.is_some() {
+            let timeout = if !self.deferred.is_empty() {
+                Duration::ZERO
+            } else if self.shutting_down.is_some() {
                 Duration::from_millis(50)
             } else if self.streams.iter().any(|s| s.unflushed_since.is_some()) {
                 Duration::from_millis(10)
@@ -322,6 +343,7 @@ impl Server {
                 }
             }
             self.drain_updates();
+            self.serve_deferred();
             if self.shutdown.load(Ordering::SeqCst) && self.shutting_down.is_none() {
                 self.begin_shutdown();
             }
@@ -441,6 +463,8 @@ impl Server {
                 request_started: Instant::now(),
                 blocked_since: None,
                 close_when_flushed: false,
+                deferred: false,
+                file_out: None,
             });
         }
     }
@@ -483,6 +507,10 @@ impl Server {
                     if reading_request {
                         if let Flow::Close = self.drive(token) {
                             return Flow::Close;
+                        }
+                        if self.conns.get(token.0).is_some_and(|c| c.deferred) {
+                            // The rest waits in the socket for its turn.
+                            return Flow::Open;
                         }
                     } else if conn.inbuf.len() > http::MAX_HEADER_BYTES * 2 {
                         // A pipelining client that never lets us answer: stop buffering.
@@ -777,6 +805,8 @@ impl Server {
         head_only: bool,
     ) {
         let mut len: usize = answer.body.iter().map(Bytes::len).sum();
+        let whole = len as u64;
+        let mut file_range = 0..whole;
         let mut extra = String::new();
         if answer.status == 200 && answer.content_type == "video/mp4" {
             extra.push_str("Accept-Ranges: bytes\r\n");
@@ -785,6 +815,7 @@ impl Server {
                 response::RangeAsk::Part { start, end } => {
                     answer.status = 206;
                     answer.body = response::slice_buffers(&answer.body, start, end);
+                    file_range = start..end + 1;
                     extra.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
                     len = (end - start + 1) as usize;
                 }
@@ -808,9 +839,23 @@ impl Server {
             return;
         };
         conn.out.push_back(head);
-        if !head_only {
-            conn.out
-                .extend(answer.body.into_iter().filter(|b| !b.is_empty()));
+        match answer.file {
+            // The same bytes as `body`, sent by the kernel from the memory file.
+            Some(file)
+                if !head_only
+                    && matches!(answer.status, 200 | 206)
+                    && file.len() as u64 == whole =>
+            {
+                conn.file_out = Some(FileOut {
+                    file,
+                    offset: file_range.start,
+                    end: file_range.end,
+                });
+            }
+            _ if !head_only => conn
+                .out
+                .extend(answer.body.into_iter().filter(|b| !b.is_empty())),
+            _ => {}
         }
         conn.phase = Phase::Response { keep_alive };
         if !keep_alive {
@@ -924,14 +969,23 @@ impl Server {
     /// the next pipelined request, and so on. A loop, not recursion, so a client that
     /// pipelines ten thousand requests costs time (bounded by its socket), not stack.
     fn drive(&mut self, token: Token) -> Flow {
+        let mut answered = false;
         loop {
             if let Flow::Close = self.flush(token) {
                 return Flow::Close;
             }
-            let Some(conn) = self.conns.get(token.0) else {
+            let Some(conn) = self.conns.get_mut(token.0) else {
                 return Flow::Open;
             };
             if !matches!(conn.phase, Phase::Request) {
+                return Flow::Open;
+            }
+            if answered {
+                // Its next request (if any) waits until the others had their turn.
+                if !conn.deferred {
+                    conn.deferred = true;
+                    self.deferred.push(token);
+                }
                 return Flow::Open;
             }
             if conn.inbuf.is_empty() {
@@ -948,6 +1002,10 @@ impl Server {
             if let Flow::Close = self.try_request(token) {
                 return Flow::Close;
             }
+            answered = self
+                .conns
+                .get(token.0)
+                .is_some_and(|c| !matches!(c.phase, Phase::Request));
             match self.conns.get(token.0) {
                 // Incomplete request: its rest may already be in the socket (left there
                 // while an answer went out), else wait for the next readable event.
@@ -978,7 +1036,12 @@ impl Server {
                     .enumerate()
                     .map(|(i, b)| IoSlice::new(if i == 0 { &b[conn.out_offset..] } else { b }))
                     .collect();
-                match conn.socket.write_vectored(&slices) {
+                let written = if conn.file_out.is_some() {
+                    write_more(&conn.socket, &slices)
+                } else {
+                    conn.socket.write_vectored(&slices)
+                };
+                match written {
                     Ok(0) => return Flow::Close,
                     Ok(n) => {
                         conn.blocked_since = None;
@@ -986,6 +1049,24 @@ impl Server {
                             self.streams[c.stream].stats.bytes_sent += n as u64;
                         }
                         advance_queue(&mut conn.out, &mut conn.out_offset, n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        conn.blocked_since.get_or_insert_with(Instant::now);
+                        return Flow::Open;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Flow::Close,
+                }
+            }
+            if let Some(file_out) = &mut conn.file_out {
+                match send_file(&conn.socket, file_out) {
+                    Ok(0) => return Flow::Close,
+                    Ok(_) => {
+                        conn.blocked_since = None;
+                        if file_out.offset >= file_out.end {
+                            conn.file_out = None;
+                        }
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1062,6 +1143,22 @@ impl Server {
                         Err(_) => return Flow::Close,
                     }
                 }
+            }
+        }
+    }
+
+    /// Gives each deferred connection its next turn (which may defer it again).
+    fn serve_deferred(&mut self) {
+        for token in std::mem::take(&mut self.deferred) {
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                continue;
+            };
+            if !std::mem::take(&mut conn.deferred) {
+                // A new connection under a closed one's token.
+                continue;
+            }
+            if let Flow::Close = self.drive(token) {
+                self.close(token);
             }
         }
     }
@@ -1285,6 +1382,59 @@ impl Server {
             self.close(token);
         }
     }
+}
+
+/// `writev` with MSG_MORE: the response head waits for the `sendfile` that follows, so
+/// they leave in the same packets (what nginx gets from `tcp_nopush`).
+#[cfg(target_os = "linux")]
+fn write_more(socket: &TcpStream, slices: &[IoSlice]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: IoSlice is ABI-compatible with iovec; the message only borrows `slices`
+    // for the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = slices.len() as _;
+        libc::sendmsg(
+            socket.as_raw_fd(),
+            &msg,
+            libc::MSG_MORE | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_more(mut socket: &TcpStream, slices: &[IoSlice]) -> io::Result<usize> {
+    socket.write_vectored(slices)
+}
+
+/// Sends the next bytes of `out.file` with `sendfile` (no copy through user space),
+/// advancing `out.offset`.
+#[cfg(target_os = "linux")]
+fn send_file(socket: &TcpStream, out: &mut FileOut) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut offset = libc::off_t::try_from(out.offset)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let count = usize::try_from(out.end - out.offset).unwrap_or(usize::MAX);
+    // SAFETY: both descriptors are open for the duration of the call; `offset` is a
+    // local the kernel advances.
+    let n = unsafe { libc::sendfile(socket.as_raw_fd(), out.file.raw_fd(), &mut offset, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    out.offset += n as u64;
+    Ok(n as usize)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_file(_socket: &TcpStream, _out: &mut FileOut) -> io::Result<usize> {
+    // `SegmentFile::seal` never makes a file elsewhere.
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 fn unix_ms() -> i64 {

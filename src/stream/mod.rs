@@ -10,6 +10,7 @@ pub mod dash;
 pub mod hls;
 pub mod live;
 pub mod rendition;
+pub mod segment_file;
 pub mod timeline;
 
 use std::sync::Arc;
