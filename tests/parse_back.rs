@@ -12,13 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mp4_atom::{Any, Decode, Moof, Moov, Prft};
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// One sample read back from a chunk.
 #[derive(Debug, Clone)]
 struct Sample {

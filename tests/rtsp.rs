@@ -318,6 +318,40 @@ fn a_session_dropped_mid_stream_reconnects_and_viewers_stay() {
         new.first().unwrap().ts_ns - old_max < 3_000_000_000,
         "the timeline jumped ahead"
     );
+
+    // HLS marks the outage, and program date times stay on the wall clock across it:
+    // the first segment after the discontinuity is dated the outage later than the
+    // end of the last one before it.
+    let body = get_ok(server.addr, "/cam/v0/index.m3u8");
+    let Ok(m3u8_rs::Playlist::MediaPlaylist(media)) = m3u8_rs::parse_playlist_res(&body) else {
+        panic!("{}", String::from_utf8_lossy(&body))
+    };
+    let at: Vec<usize> = (0..media.segments.len())
+        .filter(|&i| media.segments[i].discontinuity)
+        .collect();
+    assert_eq!(at.len(), 1, "{}", String::from_utf8_lossy(&body));
+    let date = |i: usize| {
+        media.segments[i]
+            .program_date_time
+            .expect("PROGRAM-DATE-TIME")
+            .timestamp_millis()
+    };
+    let before_end = date(at[0] - 1) + (media.segments[at[0] - 1].duration * 1000.0) as i64;
+    let jump = date(at[0]) - before_end;
+    assert!(
+        (900..5000).contains(&jump),
+        "dates jump {jump} ms at the discontinuity, not by the outage"
+    );
+    let last = media.segments.len() - 1;
+    let newest_end = date(last) + (media.segments[last].duration * 1000.0) as i64;
+    let lag = unix_ms() - newest_end;
+    assert!(
+        (-100..4000).contains(&lag),
+        "the newest segment ends {lag} ms before now"
+    );
+    // DASH: a new Period from the reconnect on.
+    let mpd = String::from_utf8(get_ok(server.addr, "/cam/manifest.mpd")).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
 }
 
 #[test]

@@ -583,9 +583,10 @@ impl Camera<'_> {
     fn publish_tracks(&mut self, media: &mut SessionMedia, tracks: Vec<Track>) {
         if !media.started {
             media.started = true;
-            // A new session continues the stream's timeline where the last one ended.
+            // A new session continues the stream's timeline where the last one ended
+            // (HLS/DASH mark the outage).
             if self.published {
-                self.publisher.begin_segment();
+                self.publisher.resume_after_gap();
             }
             self.published = true;
             let names: Vec<String> = tracks

@@ -280,7 +280,7 @@ fn run_http(
     loop {
         let outcome = target.open().map_err(PassError::from).and_then(|mut body| {
             if !first {
-                publisher.begin_segment();
+                publisher.resume_after_gap();
             }
             first = false;
             info!("{label}: connected to {url}");
@@ -444,7 +444,7 @@ fn run_push(inbox: PushInbox, publisher: &mut Publisher, options: &ReaderOptions
             let _ = socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         if pushes > 0 {
-            publisher.begin_segment();
+            publisher.resume_after_gap();
         }
         pushes += 1;
         let reply_to = socket.try_clone();

@@ -140,6 +140,9 @@ pub struct Publisher {
     /// (Unix ns, stream ns): the wall-clock time of a point of the stream timeline, for
     /// program date times, availabilityStartTime and prft. Set at the first frame.
     wall_anchor: Option<(i64, i64)>,
+    /// A live input came back after a gap: at the next frame, anchor the wall clock
+    /// again and move CMAF media time on by the time lost (see `resume_after_gap`).
+    reanchor: bool,
 }
 
 /// Where a stream's media sequence numbers and CMAF media times begin. Segment and init
@@ -186,6 +189,7 @@ impl Publisher {
             target_duration_s: None,
             clock_lead_ns: 0,
             wall_anchor: None,
+            reanchor: false,
         }
     }
 
@@ -207,6 +211,22 @@ impl Publisher {
         if let Some(w) = &mut self.writer {
             w.wait_for_keyframe();
         }
+    }
+
+    /// A live input (camera, HTTP pull, pusher) is back after an outage. Live MKV goes on
+    /// as after `begin_segment` (the timeline continues, viewers keep their connection).
+    /// HLS and DASH get a discontinuity: the current segment ends, the next GOP starts a
+    /// new init (EXT-X-DISCONTINUITY, a new DASH Period), its program date time is the
+    /// wall clock at its arrival, and CMAF media time jumps by the time lost, so media
+    /// time and wall clock stay together across any number of outages (DASH players
+    /// find the live edge from the wall clock).
+    pub fn resume_after_gap(&mut self) {
+        self.begin_segment();
+        if self.cmaf.is_some() {
+            self.finish_cmaf();
+            self.cmaf_rebuild = true;
+        }
+        self.reanchor = true;
     }
 
     /// The input declared its tracks. The same tracks as before continue the stream for
@@ -245,11 +265,19 @@ impl Publisher {
     pub fn frame(&mut self, frame: Frame) -> Option<i64> {
         let writer = self.writer.as_mut()?;
         let pts = self.timeline.map(frame.track, frame.pts, frame.duration);
-        if self.wall_anchor.is_none() {
+        if self.wall_anchor.is_none() || self.reanchor {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-            self.wall_anchor = Some((now.saturating_sub(self.clock_lead_ns), pts));
+            let anchor = (now.saturating_sub(self.clock_lead_ns), pts);
+            if let Some(old) = self.wall_anchor.filter(|_| self.reanchor) {
+                // Wall time that passed without stream time. Never negative: media
+                // times (and the URLs named by them) only go forward.
+                let lost = (anchor.0 - anchor.1).saturating_sub(old.0 - old.1);
+                self.media_epoch_ns = self.media_epoch_ns.saturating_add(lost.max(0));
+            }
+            self.wall_anchor = Some(anchor);
+            self.reanchor = false;
         }
         let pts_ms = pts.div_euclid(mkv::TIMESTAMP_SCALE_NS as i64);
         if let Some(written) = writer.write(frame.track, pts_ms, frame.keyframe, &frame.data) {

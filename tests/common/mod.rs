@@ -384,3 +384,11 @@ pub fn mdat_payloads(mut bytes: &[u8]) -> Vec<u8> {
     assert!(bytes.is_empty(), "trailing bytes after the last box");
     out
 }
+
+/// The wall clock in Unix milliseconds (program date times are compared with it).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

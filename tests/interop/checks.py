@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """muxcast against real third-party peers (ffmpeg, ffprobe, curl, a raw socket, hls.js and
-dash.js in headless Chromium, GStreamer).
+dash.js in headless Chromium, GStreamer, and gst-rtsp-server as an RTSP camera: checks j, k
+need python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp, gstreamer1.0-plugins-ugly).
 
 Usage: checks.py --bin PATH/TO/muxcast --workdir DIR [a b c ...]
 Prints one PASS/FAIL line per check; exits 1 if any failed.
@@ -21,9 +22,10 @@ import traceback
 from pathlib import Path
 
 from helpers import (
-    PROCS, RESULTS, ROOT, TESTDATA, CheckFailed, Muxcast, SocketReader, check, compare_tracks,
-    curl_capture, decode_problems, dts_problems, ffmpeg_capture, ffprobe_streams, framecrc, hevc_nal_types, http_get,
-    hvcc_arrays, info, known_failure, probe_summary, read_head_bytes, run, spawn, video_sample_entry, wait_exit,
+    PROCS, RESULTS, ROOT, TESTDATA, CheckFailed, Muxcast, RtspCamera, SocketReader, audio_sample_entry, check,
+    compare_tracks, curl_capture, decode_problems, dts_problems, ffmpeg_capture, ffprobe_streams, framecrc, free_port,
+    gi_python, hevc_nal_types, http_get, hvcc_arrays, info, known_failure, probe_summary, read_head_bytes, run, spawn,
+    video_sample_entry, wait_exit,
 )
 
 
@@ -634,6 +636,382 @@ def check_i(ctx):
         check("i.hvc1 no VPS/SPS/PPS in the samples of an hvc1 segment", False, "no complete segment in the playlist")
     rc = srv.stop()
     check("i.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}")
+
+
+# ---------------------------------------------------------------------------------------
+# RTSP cameras: GStreamer's RTSP server (gst-rtsp-server through tests/interop/rtsp_camera.py)
+
+
+RTSP_PLAY_SECONDS = 8
+RTSP_GOP_S = 1.0  # rtsp_camera.py: a keyframe every 25 frames at 25 fps
+# Digest credentials with characters that must be percent-encoded in the URL.
+RTSP_USER, RTSP_PASSWORD = "viewer", "p@ss:w0rd/1"
+# name, camera, mount, transport, live MKV as ffprobe sees it, HLS/DASH audio, fMP4 sample entries.
+RTSP_MATRIX = [
+    ("h264-aac-tcp", "open", "/h264-aac", "tcp",
+     {"video": ("h264", "320x240"), "audio": ("aac", "48000Hz/2ch")}, ("aac", "48000Hz/2ch"), ("avc1", "mp4a")),
+    ("h265-aac-udp", "open", "/h265-aac", "udp",
+     {"video": ("hevc", "384x216"), "audio": ("aac", "48000Hz/2ch")}, ("aac", "48000Hz/2ch"), ("hvc1", "mp4a")),
+    ("h264-pcmu-digest-tcp", "digest", "/h264-pcmu", "tcp",
+     {"video": ("h264", "352x288"), "audio": ("pcm_mulaw", "8000Hz/1ch")}, ("flac", "8000Hz/1ch"), ("avc1", "fLaC")),
+    ("h264-aac-digest-udp", "digest", "/h264-aac", "udp",
+     {"video": ("h264", "320x240"), "audio": ("aac", "48000Hz/2ch")}, ("aac", "48000Hz/2ch"), ("avc1", "mp4a")),
+]
+HEVC_MSE = 'video/mp4; codecs="hvc1.1.6.L60.90"'
+
+
+def rtsp_url(cam, mount, transport="tcp", user=None, password=None):
+    base = cam.url
+    if user:
+        q = lambda x: urllib.parse.quote(x, safe="")  # noqa: E731
+        base = base.replace("rtsp://", f"rtsp://{q(user)}:{q(password)}@", 1)
+    return base + mount + ("?transport=udp" if transport == "udp" else "")
+
+
+def hls_codecs_and_inits(srv, stream):
+    """(CODECS of the variant, {rendition: init segment}) of /STREAM/index.m3u8."""
+    master_url = srv.url(f"/{stream}/index.m3u8")
+    code, _, body = http_get(master_url)
+    if code != 200:
+        raise CheckFailed(f"/{stream}/index.m3u8 answered {code}")
+    master = body.decode(errors="replace")
+    codecs = re.search(r'CODECS="([^"]*)"', master)
+    uris = [l for l in master.splitlines() if l and not l.startswith("#")] + re.findall(r'URI="([^"]+)"', master)
+    inits = {}
+    for u in uris:
+        media_url = urllib.parse.urljoin(master_url, u)
+        code, _, media = http_get(media_url, timeout=10)
+        m = re.search(r'#EXT-X-MAP:URI="([^"]+)"', media.decode(errors="replace"))
+        if code != 200 or not m:
+            raise CheckFailed(f"{u}: HTTP {code}, no EXT-X-MAP")
+        code, _, init = http_get(urllib.parse.urljoin(media_url, m.group(1)))
+        if code != 200:
+            raise CheckFailed(f"{u}: init segment answered {code}")
+        inits[u.split("/")[0]] = init
+    return (codecs.group(1) if codecs else None), inits
+
+
+def rtsp_stream_checks(srv, spec):
+    """The live MKV / HLS / DASH checks of one re-streamed camera: [(name, ok, detail, extra)]."""
+    name, _, mount, transport, want_mkv, want_audio_cmaf, (v_entry, a_entry) = spec
+    out = []
+    label = f"{name} ({mount[1:]} over {transport.upper()})"
+    try:
+        st = srv.wait_state(name, timeout=25)
+    except CheckFailed as e:
+        return [(f"j.live {label}: the stream goes live", False, str(e), srv.log_tail(6))]
+    tracks = [(t.get("codec"), t.get("width") or t.get("sample_rate")) for t in st.get("tracks", [])]
+    out.append((f"j.live {label}: live in /status.json", True, f"tracks {tracks}", None))
+
+    streams, fmt = ffprobe_streams(srv.url(f"/{name}/live.mkv"))
+    got = probe_summary(streams)
+    out.append((f"j.mkv {label}: ffprobe reads /{name}/live.mkv as "
+                f"{' + '.join(' '.join(v) for v in want_mkv.values())}", got == want_mkv,
+                f"got {got}, format {fmt}", None))
+
+    try:
+        codecs, inits = hls_codecs_and_inits(srv, name)
+        v_type, _ = video_sample_entry(inits.get("v0", b""))
+        a_type, a_children = audio_sample_entry(inits.get("a1", b""))
+        want_codecs = {"avc1": "avc1.", "hvc1": "hvc1.", "mp4a": "mp4a.40.2", "fLaC": "flac"}
+        cl = [c.strip() for c in (codecs or "").split(",")]
+        ok = (v_type == v_entry and a_type == a_entry
+              and any(c.startswith(want_codecs[v_entry]) for c in cl)
+              and any(c.lower().startswith(want_codecs[a_entry]) for c in cl)
+              and (a_entry != "fLaC" or "dfLa" in a_children))
+        out.append((f"j.hls-init {label}: CODECS and init segments say {v_entry} + {a_entry}"
+                    + (" (with dfLa: G.711 transcoded to FLAC)" if a_entry == "fLaC" else ""),
+                    ok, f'CODECS="{codecs}", sample entries v0 {v_type}, a1 {a_type} {sorted(a_children)}', None))
+    except CheckFailed as e:
+        out.append((f"j.hls-init {label}: CODECS and init segments say {v_entry} + {a_entry}", False, str(e),
+                    srv.log_tail(5)))
+
+    want_cmaf = {"video": want_mkv["video"], "audio": want_audio_cmaf}
+    for kind, path in (("hls", "index.m3u8"), ("dash", "manifest.mpd")):
+        try:
+            got = probe_summary(ffprobe_streams(srv.url(f"/{name}/{path}"), timeout=30)[0])
+            out.append((f"j.{kind}-probe {label}: ffprobe reads /{name}/{path} as "
+                        f"{' + '.join(' '.join(v) for v in want_cmaf.values())}", got == want_cmaf, f"got {got}", None))
+        except CheckFailed as e:
+            out.append((f"j.{kind}-probe {label}: ffprobe reads /{name}/{path}", False, str(e), None))
+    return out
+
+
+def play_media_problems(rep, audio_type):
+    """Besides play_problems: the audio SourceBuffer must exist (of `audio_type`), be fed and
+    decoded, so a run that plays video alone does not pass."""
+    out = []
+    sbs = rep.get("source_buffers") or []
+    audio = [b for b in sbs if b["type"].startswith("audio/")]
+    if not audio:
+        out.append(f"no audio SourceBuffer (created: {[b['type'] for b in sbs]})")
+    for b in audio:
+        if audio_type.lower() not in b["type"].lower():
+            out.append(f"audio SourceBuffer is {b['type']!r}, want codecs {audio_type}")
+        if not b["appends"] or not b["buffered"] or b["buffered"][1] - b["buffered"][0] < 2:
+            out.append(f"audio SourceBuffer {b['type']!r}: {b['appends']} appends, buffered {b['buffered']}")
+    dec = (rep.get("decoded_bytes") or {}).get("audio")
+    if dec is not None and dec <= 0:
+        out.append(f"Chromium decoded {dec} audio bytes")
+    return out
+
+
+@register("j", "RTSP cameras (GStreamer's RTSP server): live MKV, HLS, DASH; TCP/UDP; Digest")
+def check_j(ctx):
+    open_cam = RtspCamera(ctx, "j-camera")
+    auth_cam = RtspCamera(ctx, "j-camera-digest", user=RTSP_USER, password=RTSP_PASSWORD)
+    cams = {"open": open_cam, "digest": auth_cam}
+    inputs = []
+    for name, cam, mount, transport, *_ in RTSP_MATRIX:
+        creds = (RTSP_USER, RTSP_PASSWORD) if cam == "digest" else (None, None)
+        inputs.append(f"{name}={rtsp_url(cams[cam], mount, transport, *creds)}")
+    inputs.append(f"wrong-password={rtsp_url(auth_cam, '/h264-aac', 'tcp', RTSP_USER, 'not-' + RTSP_PASSWORD)}")
+    srv = Muxcast(ctx, "j-server", inputs)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+        results = list(ex.map(lambda s: rtsp_stream_checks(srv, s), RTSP_MATRIX))
+    for res in results:
+        for name, ok, detail, extra in res:
+            check(name, ok, detail, extra)
+
+    # What the camera saw: the transport each stream really used.
+    for name, cam, mount, transport, *_ in RTSP_MATRIX:
+        setups = cams[cam].setups(mount)
+        if transport == "tcp":
+            ok = setups and all(t.startswith("RTP/AVP/TCP") and "interleaved=" in t for t in setups)
+        else:
+            ok = setups and all(re.match(r"RTP/AVP(/UDP)?;", t) and "client_port=" in t for t in setups)
+        check(f"j.transport {name}: the camera got SETUPs for {transport.upper()}", ok,
+              f"{cams[cam].name} {mount}: {setups}")
+
+    # A wrong Digest password: never live, /status.json says why, no password anywhere.
+    deadline = time.monotonic() + 10
+    st = {}
+    while time.monotonic() < deadline:
+        st = srv.stream("wrong-password") or {}
+        if st.get("state") != "starting":
+            break
+        time.sleep(0.2)
+    detail = st.get("detail") or ""
+    _, _, status_body = http_get(srv.url("/status.json"))
+    leaks = [where for where, text in (("/status.json", status_body.decode(errors="replace")),
+                                       ("the log", Path(srv.log_path).read_text(errors="replace")))
+             if RTSP_PASSWORD in text or urllib.parse.quote(RTSP_PASSWORD, safe="") in text]
+    check("j.auth a wrong Digest password: not live, /status.json says 401, the password shown nowhere",
+          st.get("state") == "reconnecting" and not st.get("tracks") and "401" in detail and not leaks,
+          f"state {st.get('state')}, detail {detail!r}, input {st.get('input')!r}"
+          + (f"; password found in {', '.join(leaks)}" if leaks else ""))
+
+    # Real players: hls.js everywhere, dash.js for the G.711 camera (FLAC in DASH too).
+    need_browser()
+    plays = [("hls", "h264-aac-tcp", "mp4a"), ("hls", "h264-pcmu-digest-tcp", "flac"),
+             ("dash", "h264-pcmu-digest-tcp", "flac"), ("hls", "h264-aac-digest-udp", "mp4a"),
+             ("hls", "h265-aac-udp", "mp4a")]
+    for player, name, audio_type in plays:
+        url = srv.url(f"/{name}/{'index.m3u8' if player == 'hls' else 'manifest.mpd'}")
+        title = (f"j.{player}js {player}.js (low-latency) plays {name} (audio {audio_type}) "
+                 f"{RTSP_PLAY_SECONDS} s without an error")
+        try:
+            rep = play(ctx, f"j-{player}-{name}", url, player, True, seconds=RTSP_PLAY_SECONDS)
+        except CheckFailed as e:
+            check(title, False, str(e), srv.log_tail(5))
+            continue
+        problems = play_problems(rep, RTSP_PLAY_SECONDS) + play_media_problems(rep, audio_type)
+        sbs = ", ".join(f"{b['type']} {b['bytes']} B" for b in rep.get("source_buffers") or [])
+        detail = f"{play_summary(rep)}; SourceBuffers: {sbs}; decoded audio {rep.get('decoded_bytes', {}).get('audio')} B"
+        if name.startswith("h265") and not rep["info"]["mse"].get(HEVC_MSE):
+            known_failure(title, not problems, detail, f"this Chromium has no HEVC for MSE "
+                          f"(isTypeSupported('{HEVC_MSE}') is false); H.265 is read by ffprobe above", problems[:6])
+            continue
+        check(title, not problems, detail, problems[:10] + rep["console"][:5])
+
+    # The cameras exit cleanly on SIGTERM with muxcast's sessions playing; muxcast goes on
+    # reconnecting and still exits 0.
+    for cam in cams.values():
+        t = time.monotonic()
+        rc = cam.stop(signal.SIGTERM, timeout=8)
+        check(f"j.camera-exit {cam.name}: rtsp_camera.py exits 0 on SIGTERM with clients playing", rc == 0,
+              f"exit {rc} after {time.monotonic() - t:.1f}s", cam.log_lines()[-5:])
+    rc = srv.stop()
+    check("j.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}", srv.log_tail(5))
+
+
+def last_retry_delay(srv, stream):
+    """The delay of the newest 'reconnecting in X s' / 'retrying in X s' line of `stream`."""
+    found = re.findall(rf"stream {re.escape(stream)} \(.*?(?:reconnecting|retrying) in ([\d.]+) s",
+                       Path(srv.log_path).read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
+def later_retry(srv, pending):
+    """The retry delays in effect when the camera came up: an attempt that failed while it
+    was starting announced a longer one than `pending` (read just before)."""
+    now = {n: last_retry_delay(srv, n) for n in pending}
+    return {n: max((d for d in (pending[n], now[n]) if d is not None), default=None) for n in pending}
+
+
+def media_playlist_summary(body):
+    """The segment lines of a media playlist without its parts: what a reader needs to see
+    whether (and where) a discontinuity is marked."""
+    keep = ("#EXT-X-DISCONTINUITY", "#EXT-X-MAP", "#EXT-X-PROGRAM-DATE-TIME", "#EXTINF", "#EXT-X-MEDIA-SEQUENCE")
+    lines = [l for l in body.splitlines() if l.startswith(keep) or l.endswith(".m4s") and not l.startswith("#")]
+    return " ".join(lines)
+
+
+@register("k", "RTSP camera faults: muxcast before the camera; the camera killed and restarted")
+def check_k(ctx):
+    gi_python()
+    port = free_port()
+    # One camera, two streams: TCP (H.264+AAC) and UDP (H.264+PCMU).
+    streams = {"cam-tcp": "/h264-aac", "cam-udp": "/h264-pcmu?transport=udp"}
+    # Debug lines of the RTSP input and of retina's background TEARDOWNs say what a
+    # reconnect waited for.
+    srv = Muxcast(ctx, "k-server", [f"{n}=rtsp://127.0.0.1:{port}{m}" for n, m in streams.items()],
+                  env={"RUST_LOG": "info,muxcast::ingest::rtsp=debug,retina::client::teardown=debug"})
+
+    # (a) No camera yet: muxcast keeps trying and says so.
+    time.sleep(3.5)
+    for n in streams:
+        st = srv.stream(n) or {}
+        detail = st.get("detail") or ""
+        m = re.search(r"attempt (\d+)", detail)
+        check(f"k.down {n}: no camera yet: /status.json says reconnecting, with the failed attempts",
+              st.get("state") == "reconnecting" and m and int(m.group(1)) >= 2 and not st.get("tracks"),
+              f"state {st.get('state')}, detail {detail!r}", srv.log_tail(4))
+    pending = {n: last_retry_delay(srv, n) for n in streams}
+    cam = RtspCamera(ctx, "k-camera", port=port)
+    t_up = time.monotonic()
+    pending = later_retry(srv, pending)
+    live_at = {}
+    deadline = t_up + 45
+    while len(live_at) < len(streams) and time.monotonic() < deadline:
+        for n in streams:
+            if n not in live_at and (srv.stream(n) or {}).get("state") == "live":
+                live_at[n] = time.monotonic() - t_up
+        time.sleep(0.05)
+    for n in streams:
+        bound = (pending[n] or 30.0) + RTSP_GOP_S + 1.0
+        took = live_at.get(n)
+        check(f"k.connect {n}: live once the camera appears, within the pending retry + one GOP",
+              took is not None and took <= bound,
+              f"live {took if took is None else round(took, 2)} s after the camera started; pending retry "
+              f"{pending[n]} s + GOP {RTSP_GOP_S} s + 1 s = {bound:.1f} s", srv.log_tail(6))
+
+    # Live MKV viewers for the whole run; their arrival times give the gap.
+    readers = {n: SocketReader(srv.addr, f"/{n}/live.mkv", ctx.workdir / f"k-{n}.mkv", 90) for n in streams}
+    for r in readers.values():
+        r.start()
+    time.sleep(4.0)
+    before = {n: sum(b for _, b in r.arrivals) for n, r in readers.items()}
+    pdt_before = {}
+    for n in streams:
+        end, now = hls_newest_media(srv, n)
+        pdt_before[n] = end - now
+    for n in streams:
+        check(f"k.frames {n}: a live MKV viewer gets frames after the late connect", before[n] > 20000,
+              f"{before[n]} bytes in 4 s", srv.log_tail(4))
+
+    # (b) The camera dies mid-stream (SIGKILL: no TEARDOWN), stays away 2 s, comes back: up
+    # at ~2.3 s, between muxcast's retries at ~1 s and ~3 s (a retry racing the camera's
+    # start would double the wait).
+    outage = 2.0
+    t_kill = time.monotonic()
+    cam.stop(signal.SIGKILL)
+    seen = {n: set() for n in streams}
+    details = {n: "" for n in streams}
+    while time.monotonic() < t_kill + outage:
+        for n in streams:
+            st = srv.stream(n) or {}
+            seen[n].add(st.get("state"))
+            if st.get("state") == "reconnecting":
+                details[n] = st.get("detail") or ""
+        time.sleep(0.2)
+    for n in streams:
+        check(f"k.outage {n}: /status.json says reconnecting while the camera is gone",
+              "reconnecting" in seen[n] and details[n], f"states {sorted(map(str, seen[n]))}, detail {details[n]!r}")
+    pending = {n: last_retry_delay(srv, n) for n in streams}
+    log_at_restart = len(Path(srv.log_path).read_text(errors="replace").splitlines())
+    cam = RtspCamera(ctx, "k-camera", port=port)
+    t_back = time.monotonic()
+    pending = later_retry(srv, pending)
+    info(f"camera killed, restarted {t_back - t_kill:.1f} s later on the same port")
+
+    def first_after(r, t):
+        return next((a for a, _ in list(r.arrivals) if a >= t), None)
+
+    deadline = t_back + 40
+    while time.monotonic() < deadline and not all(first_after(r, t_back) for r in readers.values()):
+        time.sleep(0.05)
+    log_lines = Path(srv.log_path).read_text(errors="replace").splitlines()
+    for n, r in readers.items():
+        # What muxcast logged about this stream (and retina's TEARDOWNs) from the kill to
+        # the resumption: the evidence when the gap is too long.
+        label = f"stream {n} ("
+        ended = [i for i, l in enumerate(log_lines) if label in l and "ended the session" in l]
+        since_kill = []
+        for i in range(ended[-1] if ended else max(0, len(log_lines) - 10), len(log_lines)):
+            if i == log_at_restart:
+                since_kill.append("--- the camera is back (started again) ---")
+            if label in log_lines[i] or "teardown" in log_lines[i]:
+                since_kill.append(log_lines[i][:230])
+        arr = list(r.arrivals)
+        last_before = max((a for a, _ in arr if a < t_back), default=None)
+        again = first_after(r, t_back)
+        bound = (pending[n] or 30.0) + RTSP_GOP_S + 1.0
+        gap = None if again is None else again - t_back
+        silence = None if again is None or last_before is None else again - last_before
+        check(f"k.resume {n}: the same live MKV connection gets frames again within the pending retry + one GOP",
+              gap is not None and gap <= bound and not r.eof and not r.error,
+              f"frames again {fmt_s(gap)} after the camera came back (silence {fmt_s(silence)} since the last "
+              f"bytes before the kill); "
+              f"bound: pending retry {pending[n]} s + GOP {RTSP_GOP_S} s + 1 s = {bound:.1f} s; "
+              f"connection {'closed' if r.eof else 'open'}{', error ' + r.error if r.error else ''}",
+              ["muxcast's log from the kill on:"] + since_kill[:16])
+
+    # Three segments after the reconnect, then what HLS and DASH say about it.
+    time.sleep(7.0)
+    for n in streams:
+        marks = {}
+        summaries = []
+        for rend in ("v0", "a1"):
+            code, _, body = http_get(srv.url(f"/{n}/{rend}/index.m3u8"))
+            text = body.decode(errors="replace")
+            marks[rend] = ("#EXT-X-DISCONTINUITY\n" in text + "\n"
+                           or re.search(r"#EXT-X-DISCONTINUITY-SEQUENCE:[1-9]", text) is not None)
+            summaries.append(f"{rend} (HTTP {code}): {media_playlist_summary(text)}")
+        check(f"k.hls-discontinuity {n}: the media playlists mark the reconnect with EXT-X-DISCONTINUITY",
+              all(marks.values()), f"marked: {marks}", summaries)
+        end, now = hls_newest_media(srv, n)
+        after = end - now
+        check(f"k.pdt {n}: after the reconnect EXT-X-PROGRAM-DATE-TIME still dates media at arrival "
+              f"(newest part within 1 s of /time)", -1.0 <= after <= 0.5,
+              f"newest part ends {after:+.2f} s from /time after the reconnect ({pdt_before[n]:+.2f} s before "
+              f"the kill; the camera was away {t_back - t_kill:.1f} s)")
+        _, _, mpd = http_get(srv.url(f"/{n}/manifest.mpd"))
+        info(f"{n}: the MPD has {len(re.findall(rb'<Period', mpd))} Period(s) after the reconnect")
+
+    # The captures: every frame of both sessions, timestamps increasing across the reconnect.
+    for n, r in readers.items():
+        r.stop().finish(5)
+        got = framecrc(ctx.workdir / f"k-{n}.mkv", allow_errors=True)
+        for tr in got.values():
+            tr.dts = tr.dts[:-1]  # the last packet may be truncated
+        v = got.get("video")
+        times = [a for a, _ in r.arrivals]
+        silence = max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        streaming = (times[-1] - times[0]) - silence if times else 0.0
+        want = int(0.8 * 25 * streaming)
+        problems = dts_problems(got)
+        nv = len(v.packets) if v else 0
+        check(f"k.mkv {n}: the viewer's capture has both sessions' frames, dts increasing across the reconnect",
+              nv >= want and not problems and "audio" in got,
+              f"{nv} video packets (want >= {want} for {streaming:.1f} s of camera), "
+              f"{len(got['audio'].packets) if 'audio' in got else 0} audio; {'; '.join(problems) or 'dts increase'}")
+
+    rc = cam.stop(signal.SIGTERM, timeout=8)
+    check("k.camera-exit rtsp_camera.py exits 0 on SIGTERM", rc == 0, f"exit {rc}", cam.log_lines()[-5:])
+    rc = srv.stop()
+    check("k.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}", srv.log_tail(5))
 
 
 # ---------------------------------------------------------------------------------------

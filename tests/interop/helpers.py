@@ -7,6 +7,7 @@ the suite starts is recorded and killed (by its own process group) at the end.
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -273,6 +274,103 @@ class Muxcast:
 
 
 # ---------------------------------------------------------------------------------------
+# A GStreamer RTSP server as the camera (tests/interop/rtsp_camera.py)
+
+
+_GI_PYTHON = []
+
+
+def gi_python():
+    """A Python that has PyGObject and GstRtspServer: the suite's own, or Debian's
+    /usr/bin/python3 (python3-gi belongs to it) when the suite runs under another one."""
+    if _GI_PYTHON:
+        return _GI_PYTHON[0]
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer")
+    tried = []
+    for py in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+        if not py or not Path(py).is_file():
+            continue
+        r = run([py, "-c", probe], timeout=30)
+        if r.returncode == 0:
+            _GI_PYTHON.append(py)
+            return py
+        tried.append(f"{py}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    raise CheckFailed("no python3 with PyGObject and GstRtspServer (.ci/run installs python3-gi, "
+                      "gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp): " + "; ".join(tried))
+
+
+class RtspCamera:
+    """tests/interop/rtsp_camera.py: gst-rtsp-server with live test streams on 127.0.0.1.
+    Its stderr (SETUP transports, PLAYs) goes to WORKDIR/NAME.log, appended to when the
+    camera is started again on the same port."""
+
+    SCRIPT = ROOT / "tests" / "interop" / "rtsp_camera.py"
+    READY = re.compile(rb"READY (rtsp://\S+)")
+
+    def __init__(self, ctx, name, port=0, user=None, password=None):
+        self.name = name
+        self.log_path = ctx.workdir / f"{name}.log"
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.log = open(self.log_path, "ab")
+        argv = [gi_python(), "-u", self.SCRIPT, "--port", port]
+        if user:
+            argv += ["--user", user, "--password", password]
+        self.proc = spawn(argv, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT)
+        self.url = self._wait_ready(20)
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CheckFailed(f"{self.name}: no READY line within {timeout}s; log: {' | '.join(tail(self.log_path, 6))}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.5))
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    rc = wait_exit(self.proc, 2)
+                    raise CheckFailed(f"{self.name}: rtsp_camera.py exited ({rc}) before READY; log: "
+                                      f"{' | '.join(tail(self.log_path, 6))}")
+                buf += chunk
+                m = self.READY.search(buf)
+                if m:
+                    return m.group(1).decode()
+
+    def stop(self, sig=signal.SIGTERM, timeout=5):
+        """Sends `sig`; returns the exit code, or None if it had not exited within `timeout`
+        seconds (it is then killed). SIGKILL returns -9."""
+        if self.proc.poll() is None:
+            signal_group(self.proc, sig)
+        rc = wait_exit(self.proc, timeout)
+        if rc is None:
+            kill_group(self.proc)
+            wait_exit(self.proc, 3)
+        self.log.close()
+        return rc
+
+    def log_lines(self):
+        """This run's log lines (not those of an earlier run on the same port)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    def setups(self, mount):
+        """The Transport headers of the SETUPs the camera received for `mount`."""
+        out = []
+        for line in self.log_lines():
+            m = re.search(r"SETUP (/\S+) from \S+ Transport: (.*)", line)
+            if m and m.group(1).startswith(mount + "/"):
+                out.append(m.group(2))
+        return out
+
+
+# ---------------------------------------------------------------------------------------
 # HTTP clients
 
 
@@ -298,6 +396,8 @@ class SocketReader(threading.Thread):
         self.body_bytes = 0
         self.eof = False
         self.error = None
+        self.arrivals = []  # (time.monotonic(), bytes) of every body chunk, for gap measurements
+        self.stopped = threading.Event()
 
     def run(self):
         host, port = self.addr.rsplit(":", 1)
@@ -321,11 +421,13 @@ class SocketReader(threading.Thread):
                     self.headers[k.strip().lower()] = v.strip()
                 f.write(body)
                 self.body_bytes += len(body)
+                if body:
+                    self.arrivals.append((time.monotonic(), len(body)))
                 while True:
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or self.stopped.is_set():
                         break
-                    s.settimeout(min(left, 5))
+                    s.settimeout(min(left, 0.5))
                     try:
                         chunk = s.recv(65536)
                     except socket.timeout:
@@ -335,8 +437,14 @@ class SocketReader(threading.Thread):
                         break
                     f.write(chunk)
                     self.body_bytes += len(chunk)
+                    self.arrivals.append((time.monotonic(), len(chunk)))
         except Exception as e:  # reported by the check that reads .error
             self.error = f"{type(e).__name__}: {e}"
+
+    def stop(self):
+        """Ends the capture before its `seconds` (within half a second)."""
+        self.stopped.set()
+        return self
 
     def finish(self, timeout):
         self.join(timeout)
@@ -636,6 +744,30 @@ def video_sample_entry(init):
         children = {t: p for t, p in mp4_boxes(body[78:])}  # after the VisualSampleEntry fields
         return etype, children
     raise CheckFailed("no video trak in the init segment")
+
+
+def audio_sample_entry(init):
+    """(type, {child type: payload}) of the first sample entry of the first audio track of
+    an init segment: e.g. ("fLaC", {"dfLa": ...}) or ("mp4a", {"esds": ...})."""
+    moov = mp4_path(init, "moov")
+    if moov is None:
+        raise CheckFailed(f"no moov among {[t for t, _ in mp4_boxes(init)]}")
+    for typ, trak in mp4_boxes(moov):
+        if typ != "trak":
+            continue
+        hdlr = mp4_path(trak, "mdia", "hdlr")
+        if not hdlr or hdlr[8:12] != b"soun":
+            continue
+        stsd = mp4_path(trak, "mdia", "minf", "stbl", "stsd")
+        if stsd is None:
+            raise CheckFailed("audio trak without stsd")
+        entries = mp4_boxes(stsd[8:])
+        if not entries:
+            raise CheckFailed("empty stsd")
+        etype, body = entries[0]
+        children = {t: p for t, p in mp4_boxes(body[28:])}  # after the AudioSampleEntry fields
+        return etype, children
+    raise CheckFailed("no audio trak in the init segment")
 
 
 def hvcc_arrays(hvcc):

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Interop suite: muxcast against ffmpeg, ffprobe, curl, a raw socket, hls.js and dash.js in
-# headless Chromium, and GStreamer.
+# headless Chromium, GStreamer, and GStreamer's RTSP server as a camera.
 #
 #   tests/interop/run.sh            # every check
 #   tests/interop/run.sh a c        # some of them (letters: see checks.py)
 #
 # Needs: cargo, python3 (stdlib only), ffmpeg/ffprobe, curl, coreutils `timeout`; for checks
-# h and i also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
-# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav (.ci/run installs
-# all of them). Without them those checks fail with a line saying what is missing.
+# h, i and j also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
+# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav; for checks j and k
+# (RTSP cameras: tests/interop/rtsp_camera.py) Debian's python3-gi,
+# gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp and gstreamer1.0-plugins-ugly (x264enc),
+# found through /usr/bin/python3 when `python3` is another one (.ci/run installs all of
+# them). Without them those checks fail with a line saying what is missing.
 # Prints one PASS/FAIL line per check; exits non-zero if any check failed.
 # KEEP_WORKDIR=1 keeps the captured files and logs (they are kept on failure anyway).
 set -euo pipefail

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Plays a muxcast stream with hls.js or dash.js in headless Chromium (Debian's
 // /usr/bin/chromium, driven by playwright-core) and prints one JSON object on stdout:
-// what the player did (errors, seconds played, stalls, frames decoded) and the live
-// latency the player itself reports, sampled every 250 ms.
+// what the player did (errors, seconds played, stalls, frames decoded, the SourceBuffers it
+// created and the bytes it appended to each) and the live latency the player itself
+// reports, sampled every 250 ms.
 //
 //   node play.mjs --url http://127.0.0.1:8080/live/index.m3u8 --player hls [--low-latency]
 //                 [--seconds 20] [--warmup 5] [--start-timeout 20]
@@ -99,9 +100,29 @@ v.addEventListener('error', () => {
   R.errors.push({ source: 'video', fatal: true, t: rel(), code: e && e.code, message: e && e.message });
 });
 const codecs = ['video/mp4; codecs="avc1.64000d"', 'audio/mp4; codecs="mp4a.40.2"', 'video/mp4; codecs="vp09.00.10.08"',
-                'audio/mp4; codecs="opus"', 'video/mp4; codecs="hvc1.1.6.L60.90"'];
+                'audio/mp4; codecs="opus"', 'video/mp4; codecs="hvc1.1.6.L60.90"', 'audio/mp4; codecs="flac"',
+                'audio/mp4; codecs="fLaC"'];
 R.info.mse = {};
 for (const c of codecs) R.info.mse[c] = !!(window.MediaSource && MediaSource.isTypeSupported(c));
+// Every SourceBuffer the player creates (its MIME type) and what it was given, so a run
+// shows which tracks really reached the media pipeline (e.g. FLAC audio, not just video).
+const sourceBuffers = [];
+if (window.MediaSource) {
+  const addSourceBuffer = MediaSource.prototype.addSourceBuffer;
+  MediaSource.prototype.addSourceBuffer = function (type) {
+    const sb = addSourceBuffer.call(this, type);
+    const rec = { type, appends: 0, bytes: 0 };
+    sourceBuffers.push([rec, sb]);
+    const append = sb.appendBuffer;
+    sb.appendBuffer = function (data) { rec.appends++; rec.bytes += data.byteLength || 0; return append.call(this, data); };
+    return sb;
+  };
+}
+R.sourceBuffers = () => sourceBuffers.map(([rec, sb]) => {
+  let buffered = null;
+  try { buffered = sb.buffered.length ? [sb.buffered.start(0), sb.buffered.end(sb.buffered.length - 1)] : []; } catch (e) { buffered = null; }
+  return Object.assign({ buffered }, rec);
+});
 
 let latency = () => null, target = () => null, wallLatency = () => null, extra = () => ({});
 try {
@@ -253,6 +274,8 @@ function summarize(cfg, r, requests, consoleLines, pageErrors) {
     errors: r.errors,
     fatal_errors: r.errors.filter(e => e.fatal).length,
     info: r.info,
+    source_buffers: r.sourceBuffers,
+    decoded_bytes: r.decoded,
     // Media requests answered while the segment or part was still being written: the
     // response took a while (low-latency delivery), as opposed to a complete file.
     media_requests: (() => {
@@ -375,7 +398,12 @@ async function main() {
       await page.waitForTimeout(Math.min(500, Math.max(50, (seconds + 0.3 - st.t) * 1000)));
     }
     if (opt.screenshot) await page.screenshot({ path: opt.screenshot }).catch(() => {});
-    const r = await page.evaluate(() => window.__r);
+    const r = await page.evaluate(() => Object.assign({}, window.__r, {
+      sourceBuffers: window.__r.sourceBuffers(),
+      // Chromium's counters of bytes given to the decoders (audio decodes while muted).
+      decoded: { audio: document.getElementById('v').webkitAudioDecodedByteCount ?? null,
+                 video: document.getElementById('v').webkitVideoDecodedByteCount ?? null },
+    }));
     report = summarize(cfg, r, requests, consoleLines, pageErrors);
   } finally {
     await browser.close().catch(() => {});
