@@ -8,7 +8,7 @@ set -euo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
-targets=(mkv_demux mkv_demux_chunked http_request http_body codec_config mux_round_trip)
+targets=(mkv_demux mkv_demux_chunked http_request http_body codec_config mux_round_trip config)
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
 done
@@ -22,6 +22,8 @@ done
 [ -e corpus/http_request/seed-put ] || printf 'PUT /cam/ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n' > corpus/http_request/seed-put
 # Muxers: setup byte, then records [track|0x80 keyframe, pts delta i16 LE, len, payload].
 [ -e corpus/mux_round_trip/seed-frames ] || printf '\x00\x80\x00\x00\x04abcd\x01\x00\x00\x03xyz\x00\x28\x00\x02ef\x80\x28\x00\x02gh\xff\x00\x00\x00\x80\x28\x00\x01i' > corpus/mux_round_trip/seed-frames
+# The configuration loader: the example file, which documents every key.
+[ -e corpus/config/seed-example ] || cp ../muxcast.example.toml corpus/config/seed-example
 [ -e corpus/http_body/seed-chunked ] || printf '\x00\x35\x3b\x78\x0d\x0a\x68\x65\x6c\x6c\x6f\x0d\x0a\x30\x0d\x0a\x0d\x0a' > corpus/http_body/seed-chunked
 cargo fuzz build --release
 for t in "${targets[@]}"; do

@@ -85,6 +85,36 @@ pub fn http_body(data: &[u8]) {
     }
 }
 
+/// Parses a configuration file (its text as an operator might have mangled it). Never
+/// panics; every error names a line of the text (0: the file as a whole); what is
+/// accepted has servers, each with streams.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match crate::config::parse(text, "fuzz.toml") {
+        Ok(config) => {
+            assert!(!config.servers.is_empty());
+            for server in &config.servers {
+                assert!(!server.streams.is_empty());
+                let _ = server.server_options(false);
+                for stream in &server.streams {
+                    let _ = (stream.reader_options(), stream.publish_options());
+                }
+            }
+            let _ = config.summary();
+        }
+        Err(errors) => {
+            assert!(!errors.errors.is_empty());
+            let lines = 1 + text.bytes().filter(|&b| b == b'\n').count();
+            for e in &errors.errors {
+                assert!(e.line <= lines, "line {} of {lines}: {}", e.line, e.message);
+            }
+            let _ = errors.to_string();
+        }
+    }
+}
+
 /// Every codec configuration parser on arbitrary bytes; the first byte picks the parser.
 /// Records that parse must survive a write and re-parse unchanged.
 pub fn codec_config(data: &[u8]) {

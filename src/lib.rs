@@ -1,6 +1,7 @@
 //! muxcast: a live media server. Data flows one way: ingest → media → mux → stream → server.
 
 pub mod app;
+pub mod config;
 pub mod fuzzing;
 pub mod ingest;
 pub mod media;

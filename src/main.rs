@@ -1,24 +1,27 @@
-//! `muxcast [OPTIONS] [NAME=]INPUT...`: the command line, then the server.
+//! `muxcast [OPTIONS] [NAME=]INPUT...` or `muxcast --config FILE`: a [`Config`], then
+//! its servers, each in its own thread, all stopped by SIGINT/SIGTERM.
 
-use std::net::SocketAddr;
+use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
 
-use log::error;
+use log::{error, info};
 use muxcast::app::spawn_stream;
-use muxcast::ingest::mkv::DemuxLimits;
-use muxcast::ingest::source::{Input, ReaderOptions};
+use muxcast::config::{self, Config, Formats, Seconds, ServerConfig, StreamConfig, StreamSettings};
+use muxcast::ingest::source::Input;
 use muxcast::server::http::valid_stream_name;
-use muxcast::server::{HlsOptions, Server, ServerOptions};
-use muxcast::stream::PublishOptions;
-use muxcast::stream::cmaf::SegmenterOptions;
-use muxcast::stream::live::WindowOptions;
+use muxcast::server::{Server, ShutdownHandle};
 
 const HELP: &str = "\
 muxcast: a live media server. Matroska/WebM in; live MKV/WebM out over HTTP.
 
 USAGE:
     muxcast [OPTIONS] [NAME=]INPUT...
+    muxcast --config FILE         several servers and streams from a TOML file
+    muxcast --check-config FILE   validate FILE, print a summary, serve nothing
 
 INPUT (an unnamed input is the stream `live`):
     FILE               a Matroska/WebM file, played at real time
@@ -33,9 +36,14 @@ OUTPUT:
     GET /NAME/live.mkv    live Matroska (alias /NAME/mkv)
     GET /NAME/live.webm   live WebM, when every track is a WebM codec
     GET /NAME/index.m3u8  HLS (fMP4/CMAF); /NAME/hls redirects to it
+    GET /NAME/manifest.mpd  DASH; /NAME/dash redirects to it
     GET /status.json      streams, tracks, clients
 
 OPTIONS:
+    --config FILE           run the servers and streams of a TOML file (see
+                            muxcast.example.toml); takes no other option or input
+    --check-config FILE     validate FILE: exit 0 with a summary, or 2 with
+                            FILE:LINE: errors
     --listen ADDR:PORT      listen address [default: 0.0.0.0:8080]
     --loop                  repeat file inputs forever
     --prefill SECONDS       start files this far in the past [default: 2]
@@ -63,36 +71,22 @@ OPTIONS:
 Logging: RUST_LOG=debug|info|warn|error [default: info]
 ";
 
-struct Cli {
-    listen: SocketAddr,
-    looped: bool,
-    prefill: f64,
-    rtsp_timeout: f64,
-    burst: f64,
-    audio_cluster: f64,
-    client_queue: usize,
-    client_timeout: f64,
-    header_timeout: f64,
-    max_clients: usize,
-    keep_running: bool,
-    segment_duration: f64,
-    part_duration: f64,
-    window: usize,
-    hls: bool,
-    ll_hls: bool,
-    inputs: Vec<(String, String)>,
+/// What the command line asks for.
+enum Mode {
+    /// Help or version was printed.
+    Done,
+    /// The quick mode: one server, its streams from the inputs.
+    Serve(Config),
+    /// `--config FILE`.
+    Run(PathBuf),
+    /// `--check-config FILE`.
+    Check(PathBuf),
 }
 
-/// The value of an option that takes a number of seconds.
-fn seconds(parser: &mut lexopt::Parser, name: &str) -> Result<f64, String> {
+/// The value of an option that takes a number of seconds, checked as the file's keys are.
+fn seconds(parser: &mut lexopt::Parser, name: &str, range: Seconds) -> Result<f64, String> {
     let value: f64 = number(parser, name)?;
-    if value.is_finite() && (0.0..=86_400.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!(
-            "{name}: {value} is not a number of seconds between 0 and 86400"
-        ))
-    }
+    range.check(value).map_err(|e| format!("{name}: {e}"))
 }
 
 /// The value of an option that takes a number.
@@ -107,194 +101,313 @@ fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> Resu
         .map_err(|_| format!("{name}: {text:?} is not a valid number"))
 }
 
-fn parse_cli() -> Result<Option<Cli>, String> {
+fn parse_cli() -> Result<Mode, String> {
     use lexopt::prelude::*;
-    let mut cli = Cli {
-        listen: "0.0.0.0:8080".parse().map_err(|e| format!("{e}"))?,
-        looped: false,
-        prefill: 2.0,
-        rtsp_timeout: 10.0,
-        burst: 0.0,
-        audio_cluster: 2.0,
-        client_queue: 4 * 1024 * 1024,
-        client_timeout: 30.0,
-        header_timeout: 10.0,
-        max_clients: 1024,
-        keep_running: false,
-        segment_duration: 2.0,
-        part_duration: 0.2,
-        window: 10,
-        hls: true,
-        ll_hls: true,
-        inputs: Vec::new(),
-    };
+    let mut server = ServerConfig::default();
+    let mut settings = StreamSettings::default();
+    let mut inputs: Vec<(String, String)> = Vec::new();
+    let mut file: Option<(&'static str, PathBuf)> = None;
+    let mut other_arguments = false;
     let mut parser = lexopt::Parser::from_env();
     let err = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(err)? {
+        if !matches!(arg, Long("config") | Long("check-config")) {
+            other_arguments = true;
+        }
         match arg {
             Short('h') | Long("help") => {
                 print!("{HELP}");
-                return Ok(None);
+                return Ok(Mode::Done);
             }
             Short('V') | Long("version") => {
                 println!("muxcast {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
+                return Ok(Mode::Done);
+            }
+            Long(option @ ("config" | "check-config")) => {
+                if let Some((previous, _)) = &file {
+                    return Err(format!("--{option}: --{previous} was given already"));
+                }
+                let option = if option == "config" {
+                    "config"
+                } else {
+                    "check-config"
+                };
+                file = Some((option, parser.value().map_err(err)?.into()));
             }
             Long("listen") => {
                 let v: String = parser.value().map_err(err)?.string().map_err(err)?;
-                cli.listen = v
+                server.listen = v
                     .parse()
                     .map_err(|_| format!("--listen: {v:?} is not ADDR:PORT (e.g. 0.0.0.0:8080)"))?;
             }
-            Long("loop") => cli.looped = true,
-            Long("keep-running") => cli.keep_running = true,
-            Long("prefill") => cli.prefill = seconds(&mut parser, "--prefill")?,
-            Long("rtsp-timeout") => {
-                cli.rtsp_timeout = seconds(&mut parser, "--rtsp-timeout")?;
-                if !(1.0..=3600.0).contains(&cli.rtsp_timeout) {
-                    return Err("--rtsp-timeout: must be between 1 and 3600 seconds".into());
-                }
+            Long("loop") => settings.looped = true,
+            Long("keep-running") => server.keep_running = true,
+            Long("prefill") => {
+                settings.prefill = seconds(&mut parser, "--prefill", config::PREFILL)?
             }
-            Long("burst") => cli.burst = seconds(&mut parser, "--burst")?,
+            Long("rtsp-timeout") => {
+                settings.rtsp_timeout =
+                    seconds(&mut parser, "--rtsp-timeout", config::RTSP_TIMEOUT)?
+            }
+            Long("burst") => server.burst = seconds(&mut parser, "--burst", config::BURST)?,
             Long("audio-cluster") => {
-                cli.audio_cluster = seconds(&mut parser, "--audio-cluster")?;
-                if !(0.1..=30.0).contains(&cli.audio_cluster) {
-                    return Err("--audio-cluster: must be between 0.1 and 30 seconds".into());
-                }
+                settings.audio_cluster =
+                    seconds(&mut parser, "--audio-cluster", config::AUDIO_CLUSTER)?
             }
             Long("client-timeout") => {
-                cli.client_timeout = seconds(&mut parser, "--client-timeout")?
+                server.client_timeout =
+                    seconds(&mut parser, "--client-timeout", config::CLIENT_TIMEOUT)?
             }
             Long("header-timeout") => {
-                cli.header_timeout = seconds(&mut parser, "--header-timeout")?
+                server.header_timeout =
+                    seconds(&mut parser, "--header-timeout", config::HEADER_TIMEOUT)?
             }
-            Long("client-queue") => cli.client_queue = number(&mut parser, "--client-queue")?,
-            Long("max-clients") => cli.max_clients = number(&mut parser, "--max-clients")?,
+            Long("client-queue") => server.client_queue = number(&mut parser, "--client-queue")?,
+            Long("max-clients") => server.max_clients = number(&mut parser, "--max-clients")?,
             Long("segment-duration") => {
-                cli.segment_duration = seconds(&mut parser, "--segment-duration")?;
-                if !(0.5..=30.0).contains(&cli.segment_duration) {
-                    return Err("--segment-duration: must be between 0.5 and 30 seconds".into());
-                }
+                settings.segment_duration =
+                    seconds(&mut parser, "--segment-duration", config::SEGMENT_DURATION)?
             }
             Long("part-duration") => {
-                cli.part_duration = seconds(&mut parser, "--part-duration")?;
-                if !(0.05..=2.0).contains(&cli.part_duration) {
-                    return Err("--part-duration: must be between 0.05 and 2 seconds".into());
-                }
+                settings.part_duration =
+                    seconds(&mut parser, "--part-duration", config::PART_DURATION)?
             }
             Long("window") => {
-                cli.window = number(&mut parser, "--window")?;
-                if !(3..=1000).contains(&cli.window) {
-                    return Err("--window: must be between 3 and 1000 segments".into());
-                }
+                server.window = config::check_window(number(&mut parser, "--window")?)
+                    .map_err(|e| format!("--window: {e}"))?
             }
-            Long("no-hls") => cli.hls = false,
-            Long("no-ll-hls") => cli.ll_hls = false,
+            Long("no-hls") => settings.formats = Formats::MKV_ONLY,
+            Long("no-ll-hls") => server.ll_hls = false,
             Value(v) => {
                 let v = v.string().map_err(err)?;
                 let (name, spec) = match v.split_once('=') {
                     Some((n, s)) if valid_stream_name(n) => (n.to_string(), s.to_string()),
                     _ => ("live".to_string(), v),
                 };
-                if cli.inputs.iter().any(|(n, _)| *n == name) {
+                if inputs.iter().any(|(n, _)| *n == name) {
                     return Err(format!(
                         "two inputs for the stream {name:?}: name them, e.g. cam2=INPUT"
                     ));
                 }
-                cli.inputs.push((name, spec));
+                inputs.push((name, spec));
             }
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    if cli.inputs.is_empty() {
+    if let Some((option, path)) = file {
+        if other_arguments {
+            return Err(format!(
+                "--{option}: the file holds every setting; give no other option or input with it"
+            ));
+        }
+        return Ok(if option == "config" {
+            Mode::Run(path)
+        } else {
+            Mode::Check(path)
+        });
+    }
+    if inputs.is_empty() {
         return Err(
             "no input given (try: muxcast testdata/h264_aac.mkv --loop; see --help)".into(),
         );
     }
-    Ok(Some(cli))
+    for (name, spec) in inputs {
+        let input =
+            Input::parse(&spec, settings.looped).map_err(|e| format!("stream {name}: {e}"))?;
+        server.streams.push(StreamConfig {
+            name,
+            input,
+            settings: settings.clone(),
+            line: 0,
+            input_line: 0,
+        });
+    }
+    Ok(Mode::Serve(Config {
+        servers: vec![server],
+    }))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp(None)
         .init();
-    let cli = match parse_cli() {
-        Ok(Some(cli)) => cli,
-        Ok(None) => return ExitCode::SUCCESS,
+    match parse_cli() {
+        Ok(Mode::Done) => ExitCode::SUCCESS,
+        Ok(Mode::Check(path)) => match config::load(&path) {
+            Ok(config) => {
+                print!("{}: OK, {}", path.display(), config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Ok(Mode::Run(path)) => match config::load(&path) {
+            Ok(config) => serve(config),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Ok(Mode::Serve(config)) => serve(config),
         Err(e) => {
             eprintln!("muxcast: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let options = ServerOptions {
-        listen: cli.listen,
-        max_clients: cli.max_clients,
-        client_timeout: Duration::from_secs_f64(cli.client_timeout),
-        header_timeout: Duration::from_secs_f64(cli.header_timeout),
-        keep_running: cli.keep_running,
-        window: WindowOptions {
-            burst_ns: (cli.burst * 1e9) as i64,
-            client_queue_bytes: cli.client_queue,
-        },
-        handle_signals: true,
-        hls: HlsOptions {
-            window: cli.window,
-            target_duration_s: cli.segment_duration.ceil() as u32,
-            target_known: false,
-            part_target_s: cli.part_duration,
-            low_latency: cli.ll_hls,
-        },
-    };
-    let mut server = match Server::bind(options) {
+    }
+}
+
+/// What a server thread tells the main thread.
+enum Report {
+    /// Listening, streams started: how to stop it; or why it could not start.
+    Ready(Result<ShutdownHandle, String>),
+    /// `Server::run` returned.
+    Done(io::Result<bool>),
+}
+
+/// The servers that are running, and whether they were all told to stop.
+#[derive(Default)]
+struct Running {
+    handles: Vec<ShutdownHandle>,
+    stopping: bool,
+}
+
+impl Running {
+    fn stop_all(&mut self) {
+        self.stopping = true;
+        for h in &self.handles {
+            h.shutdown();
+        }
+    }
+}
+
+/// Runs every server of `config` in its own thread until all have ended. SIGINT/SIGTERM
+/// stop them all (each finishes the frame it is writing to each viewer); a server that
+/// cannot start or whose loop fails stops the others. Exit 0 when every server ended
+/// cleanly, 1 otherwise (a bind failure, a failed stream, a failed loop).
+fn serve(config: Config) -> ExitCode {
+    // Installed before any server starts, so no signal finds the default action.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("muxcast: cannot listen on {}: {e}", cli.listen);
+            eprintln!("muxcast: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let reader_options = ReaderOptions {
-        prefill: Duration::from_secs_f64(cli.prefill),
-        limits: DemuxLimits::default(),
-        rtsp_timeout: Duration::from_secs_f64(cli.rtsp_timeout),
-    };
-    let publish_options = PublishOptions {
-        audio_cluster_ms: (cli.audio_cluster * 1000.0) as u64,
-        cmaf: cli.hls.then_some(SegmenterOptions {
-            segment_ns: (cli.segment_duration * 1e9) as i64,
-            part_ns: (cli.part_duration * 1e9) as i64,
-        }),
-    };
-    for (name, spec) in &cli.inputs {
-        let input = match Input::parse(spec, cli.looped) {
-            Ok(input) => input,
-            Err(e) => {
-                eprintln!("muxcast: stream {name}: {e}");
-                return ExitCode::from(2);
+    let running = Arc::new(Mutex::new(Running::default()));
+    let on_signal = running.clone();
+    let spawned = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                info!("signal {sig}: shutting down");
+                if let Ok(mut r) = on_signal.lock() {
+                    r.stop_all();
+                }
             }
+        });
+    if let Err(e) = spawned {
+        eprintln!("muxcast: cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    let (tx, rx) = channel();
+    let mut threads = Vec::new();
+    let mut ok = true;
+    for (i, server) in config.servers.into_iter().enumerate() {
+        let tx = tx.clone();
+        let listen = server.listen;
+        match thread::Builder::new()
+            .name(format!("server-{}", i + 1))
+            .spawn(move || run_server(server, tx))
+        {
+            Ok(t) => threads.push((listen, t)),
+            Err(e) => {
+                error!("server {listen}: cannot start its thread: {e}");
+                ok = false;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    if !ok && let Ok(mut r) = running.lock() {
+        r.stop_all();
+    }
+    // Ends when every server thread has gone (each drops its sender).
+    for (listen, report) in rx {
+        let Ok(mut r) = running.lock() else {
+            break;
         };
+        match report {
+            Report::Ready(Ok(handle)) => {
+                if r.stopping {
+                    handle.shutdown();
+                }
+                r.handles.push(handle);
+            }
+            Report::Ready(Err(message)) => {
+                eprintln!("muxcast: {message}");
+                ok = false;
+                r.stop_all();
+            }
+            Report::Done(Ok(clean)) => ok &= clean,
+            Report::Done(Err(e)) => {
+                error!("server {listen} failed: {e}");
+                ok = false;
+                r.stop_all();
+            }
+        }
+    }
+    for (listen, t) in threads {
+        if t.join().is_err() {
+            error!("server {listen}: its thread panicked");
+            ok = false;
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One server's thread: bind, start its streams, report, run.
+fn run_server(config: ServerConfig, tx: Sender<(std::net::SocketAddr, Report)>) {
+    let listen = config.listen;
+    let report = |r: Report| {
+        let _ = tx.send((listen, r));
+    };
+    let mut server = match Server::bind(config.server_options(false)) {
+        Ok(s) => s,
+        Err(e) => {
+            return report(Report::Ready(Err(format!(
+                "cannot listen on {listen}: {e}"
+            ))));
+        }
+    };
+    for stream in &config.streams {
         let started = spawn_stream(
             &mut server,
-            name,
-            input,
-            reader_options.clone(),
-            publish_options.clone(),
+            &stream.name,
+            stream.input.clone(),
+            stream.reader_options(),
+            stream.publish_options(),
         );
         if let Err(e) = started {
-            error!("stream {name}: cannot start its reader thread: {e}");
-            return ExitCode::FAILURE;
+            let name = &stream.name;
+            return report(Report::Ready(Err(format!(
+                "stream {name}: cannot start its reader thread: {e}"
+            ))));
         }
     }
-    log::info!(
+    info!(
         "listening on http://{}/ ({} stream(s))",
         server.local_addr(),
-        cli.inputs.len()
+        config.streams.len()
     );
-    match server.run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            error!("server failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report(Report::Ready(Ok(server.shutdown_handle())));
+    report(Report::Done(server.run()));
 }

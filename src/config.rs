@@ -1,0 +1,1190 @@
+//! The configuration: a TOML file (`muxcast --config FILE`) or the command line's quick
+//! mode, both turned into one validated [`Config`]. Defaults and accepted ranges live here
+//! once, so that the file and the command line accept exactly the same values.
+//!
+//! The file is parsed with `toml` into a spanned document first; its structure (which
+//! tables, which keys) is checked by walking that document, so that every error names its
+//! line and the server or stream it is about, then each table is read with serde into a
+//! typed struct (`deny_unknown_fields` as a backstop) and its values are range-checked.
+//! Errors are collected, not stopped at: an operator fixes a file in one go.
+
+use std::fmt;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::ingest::mkv::DemuxLimits;
+use crate::ingest::source::{Input, ReaderOptions};
+use crate::server::http::valid_stream_name;
+use crate::server::{HlsOptions, ServerOptions};
+use crate::stream::PublishOptions;
+use crate::stream::cmaf::SegmenterOptions;
+use crate::stream::live::WindowOptions;
+
+/// The accepted values of an option that is a number of seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds {
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Every number of seconds is within this, whatever the option.
+const ANY_SECONDS: Seconds = Seconds {
+    min: 0.0,
+    max: 86_400.0,
+};
+pub const PREFILL: Seconds = ANY_SECONDS;
+pub const BURST: Seconds = ANY_SECONDS;
+pub const CLIENT_TIMEOUT: Seconds = ANY_SECONDS;
+pub const HEADER_TIMEOUT: Seconds = ANY_SECONDS;
+pub const RTSP_TIMEOUT: Seconds = Seconds {
+    min: 1.0,
+    max: 3600.0,
+};
+pub const AUDIO_CLUSTER: Seconds = Seconds {
+    min: 0.1,
+    max: 30.0,
+};
+pub const SEGMENT_DURATION: Seconds = Seconds {
+    min: 0.5,
+    max: 30.0,
+};
+pub const PART_DURATION: Seconds = Seconds {
+    min: 0.05,
+    max: 2.0,
+};
+
+impl Seconds {
+    /// `value` when it is accepted, else why not (the caller names the option).
+    pub fn check(self, value: f64) -> Result<f64, String> {
+        if !(value.is_finite() && (ANY_SECONDS.min..=ANY_SECONDS.max).contains(&value)) {
+            return Err(format!(
+                "{value} is not a number of seconds between 0 and 86400"
+            ));
+        }
+        if !(self.min..=self.max).contains(&value) {
+            return Err(format!(
+                "must be between {} and {} seconds",
+                self.min, self.max
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// HLS/DASH segments kept per rendition: `window` when accepted, else why not.
+pub fn check_window(window: usize) -> Result<usize, String> {
+    if (3..=1000).contains(&window) {
+        Ok(window)
+    } else {
+        Err("must be between 3 and 1000 segments".into())
+    }
+}
+
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
+
+/// What a stream serves. Live MKV is always on, and HLS and DASH come together (they
+/// share their segments); the other combinations are refused until the server can
+/// switch routes per stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Formats {
+    pub mkv: bool,
+    pub hls: bool,
+    pub dash: bool,
+}
+
+impl Formats {
+    pub const ALL: Formats = Formats {
+        mkv: true,
+        hls: true,
+        dash: true,
+    };
+    pub const MKV_ONLY: Formats = Formats {
+        mkv: true,
+        hls: false,
+        dash: false,
+    };
+
+    pub fn names(self) -> Vec<&'static str> {
+        [(self.mkv, "mkv"), (self.hls, "hls"), (self.dash, "dash")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect()
+    }
+}
+
+/// A stream's tunables: what `[defaults]` may set for every stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamSettings {
+    pub formats: Formats,
+    /// File inputs: repeat forever.
+    pub looped: bool,
+    pub prefill: f64,
+    pub rtsp_timeout: f64,
+    pub audio_cluster: f64,
+    pub segment_duration: f64,
+    pub part_duration: f64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            formats: Formats::ALL,
+            looped: false,
+            prefill: 2.0,
+            rtsp_timeout: 10.0,
+            audio_cluster: 2.0,
+            segment_duration: 2.0,
+            part_duration: 0.2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamConfig {
+    pub name: String,
+    pub input: Input,
+    pub settings: StreamSettings,
+    /// Line of its table in the file (0: the command line).
+    pub line: usize,
+    /// Line of its `input` key (0: the command line).
+    pub input_line: usize,
+}
+
+impl StreamConfig {
+    pub fn reader_options(&self) -> ReaderOptions {
+        ReaderOptions {
+            prefill: Duration::from_secs_f64(self.settings.prefill),
+            limits: DemuxLimits::default(),
+            rtsp_timeout: Duration::from_secs_f64(self.settings.rtsp_timeout),
+        }
+    }
+
+    pub fn publish_options(&self) -> PublishOptions {
+        let s = &self.settings;
+        PublishOptions {
+            audio_cluster_ms: (s.audio_cluster * 1000.0) as u64,
+            cmaf: (s.formats.hls || s.formats.dash).then_some(SegmenterOptions {
+                segment_ns: (s.segment_duration * 1e9) as i64,
+                part_ns: (s.part_duration * 1e9) as i64,
+            }),
+        }
+    }
+}
+
+/// One listening server and its streams. `burst`, `client_queue`, `window` and `ll_hls`
+/// are per server because the event loop holds them per server (`ServerOptions`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_clients: usize,
+    pub client_timeout: f64,
+    pub header_timeout: f64,
+    pub keep_running: bool,
+    pub burst: f64,
+    pub client_queue: usize,
+    pub window: usize,
+    pub ll_hls: bool,
+    pub streams: Vec<StreamConfig>,
+    /// Line of its table in the file (0: the command line).
+    pub line: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN,
+            max_clients: 1024,
+            client_timeout: 30.0,
+            header_timeout: 10.0,
+            keep_running: false,
+            burst: 0.0,
+            client_queue: 4 * 1024 * 1024,
+            window: 10,
+            ll_hls: true,
+            streams: Vec::new(),
+            line: 0,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn server_options(&self, handle_signals: bool) -> ServerOptions {
+        // Each stream's target duration and part target are fixed by its own first
+        // segment; until then the server's (the longest of its streams') stands in.
+        let longest = |f: fn(&StreamSettings) -> f64| {
+            self.streams
+                .iter()
+                .map(|s| f(&s.settings))
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        let defaults = StreamSettings::default();
+        let segment = longest(|s| s.segment_duration).unwrap_or(defaults.segment_duration);
+        let part = longest(|s| s.part_duration).unwrap_or(defaults.part_duration);
+        ServerOptions {
+            listen: self.listen,
+            max_clients: self.max_clients,
+            client_timeout: Duration::from_secs_f64(self.client_timeout),
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            keep_running: self.keep_running,
+            window: WindowOptions {
+                burst_ns: (self.burst * 1e9) as i64,
+                client_queue_bytes: self.client_queue,
+            },
+            handle_signals,
+            hls: HlsOptions {
+                window: self.window,
+                target_duration_s: segment.ceil() as u32,
+                target_known: false,
+                part_target_s: part,
+                low_latency: self.ll_hls,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub servers: Vec<ServerConfig>,
+}
+
+impl Config {
+    /// A few lines for `--check-config`: the servers and their streams.
+    pub fn summary(&self) -> String {
+        let streams: usize = self.servers.iter().map(|s| s.streams.len()).sum();
+        let mut out = format!("{} server(s), {} stream(s)\n", self.servers.len(), streams);
+        for (i, server) in self.servers.iter().enumerate() {
+            out.push_str(&format!("server {}: http://{}/\n", i + 1, server.listen));
+            for s in &server.streams {
+                out.push_str(&format!(
+                    "  {}: {} [{}]\n",
+                    s.name,
+                    s.input.describe(),
+                    s.settings.formats.names().join(", ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based; 0 when it is about the file as a whole.
+    pub line: usize,
+    /// What is wrong, after the server or stream it concerns.
+    pub message: String,
+}
+
+/// Every problem found in a configuration file, in line order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file as the operator named it.
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.line == 0 {
+                write!(f, "{}: {}", self.file, e.message)?;
+            } else {
+                write!(f, "{}:{}: {}", self.file, e.line, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const TOP_KEYS: &[&str] = &["defaults", "server"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "max_clients",
+    "client_timeout",
+    "header_timeout",
+    "keep_running",
+    "burst",
+    "client_queue",
+    "window",
+    "ll_hls",
+    "stream",
+];
+/// Keys of a stream that `[defaults]` may set too.
+const SETTING_KEYS: &[&str] = &[
+    "formats",
+    "loop",
+    "prefill",
+    "rtsp_timeout",
+    "audio_cluster",
+    "segment_duration",
+    "part_duration",
+];
+/// Keys of a stream that only a stream may set.
+const STREAM_ONLY_KEYS: &[&str] = &["name", "input", "on_demand", "read_token", "push_key"];
+
+/// Server keys that could be per stream, but the event loop holds per server so far.
+const PER_SERVER_FOR_NOW: &[&str] = &["window", "burst", "ll_hls", "client_queue"];
+
+/// `[[server]]` as serde reads it. Every field is optional: defaults are applied, and
+/// missing required keys reported, by the walker, which knows the lines.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    max_clients: Option<usize>,
+    client_timeout: Option<Spanned<f64>>,
+    header_timeout: Option<Spanned<f64>>,
+    keep_running: Option<bool>,
+    burst: Option<Spanned<f64>>,
+    client_queue: Option<usize>,
+    window: Option<Spanned<usize>>,
+    ll_hls: Option<bool>,
+    /// Read by the walker, table by table.
+    #[serde(default)]
+    #[allow(dead_code)]
+    stream: IgnoredAny,
+}
+
+/// `[[server.stream]]` and `[defaults]` as serde reads them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    name: Option<Spanned<String>>,
+    input: Option<Spanned<String>>,
+    formats: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(rename = "loop")]
+    looped: Option<Spanned<bool>>,
+    prefill: Option<Spanned<f64>>,
+    rtsp_timeout: Option<Spanned<f64>>,
+    audio_cluster: Option<Spanned<f64>>,
+    segment_duration: Option<Spanned<f64>>,
+    part_duration: Option<Spanned<f64>>,
+    on_demand: Option<Spanned<bool>>,
+    read_token: Option<Spanned<String>>,
+    push_key: Option<Spanned<String>>,
+}
+
+/// Reads a configuration file: [`parse`], then file inputs are taken relative to the
+/// file's directory and must exist.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        errors: vec![ConfigError {
+            line: 0,
+            message: format!("cannot read it: {e}"),
+        }],
+    })?;
+    let mut config = parse(&text, &file)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut errors = Vec::new();
+    for server in &mut config.servers {
+        for stream in &mut server.streams {
+            let Input::File { path, .. } = &mut stream.input else {
+                continue;
+            };
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+            let problem = match fs::metadata(&*path) {
+                Ok(m) if m.is_dir() => Some("is a directory".to_string()),
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(problem) = problem {
+                errors.push(ConfigError {
+                    line: stream.input_line,
+                    message: format!(
+                        "stream {:?}: input file {}: {problem}",
+                        stream.name,
+                        path.display()
+                    ),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors { file, errors })
+    }
+}
+
+/// Parses and validates a configuration file's text; `file` names it in errors. Pure:
+/// file inputs are neither resolved nor opened (see [`load`]).
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut walker = Walker {
+        text,
+        errors: Vec::new(),
+    };
+    let config = walker.document();
+    let mut errors = walker.errors;
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(ConfigErrors {
+            file: file.to_string(),
+            errors,
+        })
+    }
+}
+
+struct Walker<'t> {
+    text: &'t str,
+    errors: Vec<ConfigError>,
+}
+
+type Table<'i> = DeTable<'i>;
+
+impl<'t> Walker<'t> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        1 + self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    }
+
+    fn error(&mut self, span: Range<usize>, message: String) {
+        let line = self.line(span.start);
+        self.errors.push(ConfigError { line, message });
+    }
+
+    fn document(&mut self) -> Config {
+        let root = match DeTable::parse(self.text) {
+            Ok(root) => root.into_inner(),
+            Err(e) => {
+                let line = e.span().map_or(0, |s| self.line(s.start));
+                self.errors.push(ConfigError {
+                    line,
+                    message: format!("invalid TOML: {}", e.message()),
+                });
+                return Config {
+                    servers: Vec::new(),
+                };
+            }
+        };
+        self.known_keys(&root, TOP_KEYS, "", &[]);
+        let mut defaults = StreamSettings::default();
+        if let Some(value) = root.get("defaults") {
+            match value.get_ref() {
+                DeValue::Table(table) => {
+                    let ctx = "[defaults]: ";
+                    let table = self.known_keys(
+                        table,
+                        SETTING_KEYS,
+                        ctx,
+                        &[
+                            (STREAM_ONLY_KEYS, "belongs in a [[server.stream]] table"),
+                            (SERVER_KEYS, "belongs in a [[server]] table"),
+                        ],
+                    );
+                    if let Some(raw) = self.typed::<RawStream>(value.span(), table, ctx) {
+                        self.settings(&raw, &mut defaults, ctx);
+                    }
+                }
+                _ => self.error(
+                    value.span(),
+                    "defaults: must be a table: write [defaults]".into(),
+                ),
+            }
+        }
+        let mut servers = Vec::new();
+        match root.get("server").map(|v| (v.span(), v.get_ref())) {
+            None => self.errors.push(ConfigError {
+                line: 0,
+                message: "no [[server]] table: nothing to serve".into(),
+            }),
+            Some((span, DeValue::Array(list))) => {
+                if list.is_empty() {
+                    self.error(span, "server: no [[server]] table: nothing to serve".into());
+                }
+                for (i, server) in list.iter().enumerate() {
+                    if let Some(s) = self.server(i + 1, server, &defaults) {
+                        servers.push(s);
+                    }
+                }
+            }
+            Some((span, _)) => self.error(
+                span,
+                "server: must be an array of tables: write [[server]], not [server]".into(),
+            ),
+        }
+        self.across_servers(&servers);
+        Config { servers }
+    }
+
+    /// Reports every key of `table` not in `valid` (with a hint when `elsewhere` knows
+    /// where it belongs) and returns the table without them.
+    fn known_keys<'i>(
+        &mut self,
+        table: &Table<'i>,
+        valid: &[&str],
+        ctx: &str,
+        elsewhere: &[(&[&str], &str)],
+    ) -> Table<'i> {
+        let mut kept = table.clone();
+        for key in table.keys() {
+            let name: &str = key.get_ref();
+            if valid.contains(&name) {
+                continue;
+            }
+            let message = match elsewhere.iter().find(|(keys, _)| keys.contains(&name)) {
+                Some((_, hint)) => format!("{ctx}key {name:?} {hint}"),
+                None => {
+                    let hint = closest(name, valid)
+                        .map(|c| format!("did you mean {c:?}? "))
+                        .unwrap_or_default();
+                    format!(
+                        "{ctx}unknown key {name:?} ({hint}valid keys: {})",
+                        valid.join(", ")
+                    )
+                }
+            };
+            self.error(key.span(), message);
+            kept.remove(name);
+        }
+        kept
+    }
+
+    /// Reads `table` (its keys already checked) into `T` with serde; a type error is
+    /// reported at its key.
+    fn typed<'de, T: Deserialize<'de>>(
+        &mut self,
+        span: Range<usize>,
+        table: Table<'de>,
+        ctx: &str,
+    ) -> Option<T> {
+        let keys: Vec<(String, Range<usize>, Range<usize>)> = table
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
+            .collect();
+        let value = Spanned::new(span.clone(), DeValue::Table(table));
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let at = e.span().unwrap_or(span);
+                let key = keys.iter().find(|(_, k, v)| {
+                    (k.start..k.end.max(k.start + 1)).contains(&at.start)
+                        || (v.start..v.end.max(v.start + 1)).contains(&at.start)
+                });
+                // serde names Rust types; an operator reads TOML.
+                let what = e
+                    .message()
+                    .replace("expected f64", "expected a number")
+                    .replace("expected usize", "expected a whole number (0 or more)");
+                let message = match key {
+                    Some((name, ..)) => format!("{ctx}{name}: {what}"),
+                    None => format!("{ctx}{what}"),
+                };
+                self.error(at, message);
+                None
+            }
+        }
+    }
+
+    fn seconds(
+        &mut self,
+        value: &Option<Spanned<f64>>,
+        range: Seconds,
+        key: &str,
+        ctx: &str,
+        out: &mut f64,
+    ) {
+        if let Some(v) = value {
+            match range.check(*v.get_ref()) {
+                Ok(v) => *out = v,
+                Err(e) => self.error(v.span(), format!("{ctx}{key}: {e}")),
+            }
+        }
+    }
+
+    fn server(
+        &mut self,
+        index: usize,
+        value: &Spanned<DeValue<'_>>,
+        defaults: &StreamSettings,
+    ) -> Option<ServerConfig> {
+        let ctx = format!("server {index}: ");
+        let DeValue::Table(table) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!("{ctx}must be a table: write [[server]]"),
+            );
+            return None;
+        };
+        let table = self.known_keys(
+            table,
+            SERVER_KEYS,
+            &ctx,
+            &[
+                (STREAM_ONLY_KEYS, "belongs in a [[server.stream]] table"),
+                (
+                    SETTING_KEYS,
+                    "belongs in a [[server.stream]] table or in [defaults]",
+                ),
+            ],
+        );
+        let streams = table.get("stream").cloned();
+        let mut server = ServerConfig {
+            line: self.line(value.span().start),
+            ..ServerConfig::default()
+        };
+        // A server whose own keys are wrong is not returned (its listen address may be
+        // unknown), but its streams are still checked.
+        let errors_before = self.errors.len();
+        if let Some(raw) = self.typed::<RawServer>(value.span(), table, &ctx) {
+            self.server_keys(&raw, &mut server, &ctx);
+        }
+        let server_ok = self.errors.len() == errors_before;
+        match streams.as_ref().map(|v| (v.span(), v.get_ref())) {
+            None => self.error(
+                value.span(),
+                format!("{ctx}no streams: add a [[server.stream]] table after it"),
+            ),
+            Some((span, DeValue::Array(list))) => {
+                if list.is_empty() {
+                    self.error(
+                        span,
+                        format!("{ctx}no streams: add a [[server.stream]] table after it"),
+                    );
+                }
+                for (j, stream) in list.iter().enumerate() {
+                    if let Some(s) = self.stream(index, j + 1, stream, defaults) {
+                        if let Some(first) = server.streams.iter().find(|o| o.name == s.name) {
+                            let message = format!(
+                                "stream {:?}: this server already has a stream of that name (line {})",
+                                s.name, first.line
+                            );
+                            self.errors.push(ConfigError {
+                                line: s.line,
+                                message,
+                            });
+                        } else {
+                            server.streams.push(s);
+                        }
+                    }
+                }
+            }
+            Some((span, _)) => self.error(
+                span,
+                format!(
+                    "{ctx}stream: must be an array of tables: write [[server.stream]], not [server.stream]"
+                ),
+            ),
+        }
+        server_ok.then_some(server)
+    }
+
+    fn server_keys(&mut self, raw: &RawServer, server: &mut ServerConfig, ctx: &str) {
+        if let Some(listen) = &raw.listen {
+            match listen.get_ref().parse() {
+                Ok(addr) => server.listen = addr,
+                Err(_) => self.error(
+                    listen.span(),
+                    format!(
+                        "{ctx}listen: {:?} is not ADDR:PORT (e.g. 0.0.0.0:8080)",
+                        listen.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(n) = raw.max_clients {
+            server.max_clients = n;
+        }
+        if let Some(n) = raw.client_queue {
+            server.client_queue = n;
+        }
+        if let Some(b) = raw.keep_running {
+            server.keep_running = b;
+        }
+        if let Some(b) = raw.ll_hls {
+            server.ll_hls = b;
+        }
+        self.seconds(
+            &raw.client_timeout,
+            CLIENT_TIMEOUT,
+            "client_timeout",
+            ctx,
+            &mut server.client_timeout,
+        );
+        self.seconds(
+            &raw.header_timeout,
+            HEADER_TIMEOUT,
+            "header_timeout",
+            ctx,
+            &mut server.header_timeout,
+        );
+        self.seconds(&raw.burst, BURST, "burst", ctx, &mut server.burst);
+        if let Some(w) = &raw.window {
+            match check_window(*w.get_ref()) {
+                Ok(w) => server.window = w,
+                Err(e) => self.error(w.span(), format!("{ctx}window: {e}")),
+            }
+        }
+    }
+
+    fn stream(
+        &mut self,
+        server: usize,
+        index: usize,
+        value: &Spanned<DeValue<'_>>,
+        defaults: &StreamSettings,
+    ) -> Option<StreamConfig> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.error(
+                value.span(),
+                format!(
+                    "server {server}, stream {index}: must be a table: write [[server.stream]]"
+                ),
+            );
+            return None;
+        };
+        let named = table
+            .get("name")
+            .and_then(|n| n.get_ref().as_str())
+            .filter(|n| valid_stream_name(n));
+        let ctx = match named {
+            Some(name) => format!("stream {name:?}: "),
+            None => format!("server {server}, stream {index}: "),
+        };
+        let valid: Vec<&str> = STREAM_ONLY_KEYS
+            .iter()
+            .chain(SETTING_KEYS)
+            .copied()
+            .collect();
+        let table = self.known_keys(
+            table,
+            &valid,
+            &ctx,
+            &[
+                (
+                    PER_SERVER_FOR_NOW,
+                    "is set per server for now: put it in the [[server]] table",
+                ),
+                (
+                    SERVER_KEYS,
+                    "is a server setting: put it in the [[server]] table",
+                ),
+            ],
+        );
+        let raw: RawStream = self.typed(value.span(), table, &ctx)?;
+        let line = self.line(value.span().start);
+        let mut ok = true;
+        let name = match &raw.name {
+            None => {
+                self.error(value.span(), format!("{ctx}missing key \"name\""));
+                ok = false;
+                String::new()
+            }
+            Some(n) if !valid_stream_name(n.get_ref()) => {
+                self.error(
+                    n.span(),
+                    format!(
+                        "{ctx}name: {:?} is not a stream name (1 to 64 of A-Z a-z 0-9 - _ ., not \".\" or \"..\")",
+                        n.get_ref()
+                    ),
+                );
+                ok = false;
+                String::new()
+            }
+            Some(n) => n.get_ref().clone(),
+        };
+        let mut settings = defaults.clone();
+        let errors_before = self.errors.len();
+        self.settings(&raw, &mut settings, &ctx);
+        ok &= self.errors.len() == errors_before;
+        if let Some(on) = &raw.on_demand
+            && *on.get_ref()
+        {
+            self.error(
+                on.span(),
+                format!("{ctx}on_demand = true is not supported yet: streams always run (remove the key or set false)"),
+            );
+            ok = false;
+        }
+        for (key, secret) in [("read_token", &raw.read_token), ("push_key", &raw.push_key)] {
+            if let Some(s) = secret {
+                self.error(
+                    s.span(),
+                    format!("{ctx}{key}: access control is not supported yet: nothing would be checked, so the key is refused (remove it)"),
+                );
+                ok = false;
+            }
+        }
+        let Some(spec) = &raw.input else {
+            self.error(value.span(), format!("{ctx}missing key \"input\""));
+            return None;
+        };
+        let input_line = self.line(spec.span().start);
+        let text = spec.get_ref().as_str();
+        let known_scheme = text.starts_with("http://")
+            || text
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("rtsp://"));
+        if text.is_empty() {
+            self.error(spec.span(), format!("{ctx}input: empty"));
+            return None;
+        }
+        if text.contains("://") && !known_scheme {
+            self.error(
+                spec.span(),
+                format!(
+                    "{ctx}input: {text:?}: unsupported URL scheme (expected a file path, \"-\", \"push\", http:// or rtsp://)"
+                ),
+            );
+            return None;
+        }
+        let input = match Input::parse(text, settings.looped) {
+            Ok(input) => input,
+            Err(e) => {
+                self.error(spec.span(), format!("{ctx}input: {e}"));
+                return None;
+            }
+        };
+        if let Some(l) = &raw.looped
+            && *l.get_ref()
+            && !matches!(input, Input::File { .. })
+        {
+            self.error(
+                l.span(),
+                format!("{ctx}loop: only file inputs can loop (input is {text:?})"),
+            );
+            ok = false;
+        }
+        ok.then_some(StreamConfig {
+            name,
+            input,
+            settings,
+            line,
+            input_line,
+        })
+    }
+
+    /// Applies the tunables of a stream table or `[defaults]` over `out`.
+    fn settings(&mut self, raw: &RawStream, out: &mut StreamSettings, ctx: &str) {
+        if let Some(list) = &raw.formats
+            && let Some(f) = self.formats(list, ctx)
+        {
+            out.formats = f;
+        }
+        if let Some(l) = &raw.looped {
+            out.looped = *l.get_ref();
+        }
+        self.seconds(&raw.prefill, PREFILL, "prefill", ctx, &mut out.prefill);
+        self.seconds(
+            &raw.rtsp_timeout,
+            RTSP_TIMEOUT,
+            "rtsp_timeout",
+            ctx,
+            &mut out.rtsp_timeout,
+        );
+        self.seconds(
+            &raw.audio_cluster,
+            AUDIO_CLUSTER,
+            "audio_cluster",
+            ctx,
+            &mut out.audio_cluster,
+        );
+        self.seconds(
+            &raw.segment_duration,
+            SEGMENT_DURATION,
+            "segment_duration",
+            ctx,
+            &mut out.segment_duration,
+        );
+        self.seconds(
+            &raw.part_duration,
+            PART_DURATION,
+            "part_duration",
+            ctx,
+            &mut out.part_duration,
+        );
+    }
+
+    fn formats(&mut self, list: &Spanned<Vec<Spanned<String>>>, ctx: &str) -> Option<Formats> {
+        let mut f = Formats {
+            mkv: false,
+            hls: false,
+            dash: false,
+        };
+        let mut ok = true;
+        for item in list.get_ref() {
+            let slot = match item.get_ref().as_str() {
+                "mkv" => &mut f.mkv,
+                "hls" => &mut f.hls,
+                "dash" => &mut f.dash,
+                other => {
+                    self.error(
+                        item.span(),
+                        format!("{ctx}unknown format {other:?} (expected mkv, hls, dash)"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if *slot {
+                self.error(
+                    item.span(),
+                    format!("{ctx}format {:?} is listed twice", item.get_ref()),
+                );
+                ok = false;
+            }
+            *slot = true;
+        }
+        if !ok {
+            return None;
+        }
+        let problem = if !f.mkv {
+            Some("live MKV is always served for now: list \"mkv\"")
+        } else if f.hls != f.dash {
+            Some(
+                "HLS and DASH share their segments and come together for now: use [\"mkv\"] or [\"mkv\", \"hls\", \"dash\"]",
+            )
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.error(list.span(), format!("{ctx}formats: {problem}"));
+            return None;
+        }
+        Some(f)
+    }
+
+    /// Checks between servers: listen addresses that would collide, stdin read twice.
+    fn across_servers(&mut self, servers: &[ServerConfig]) {
+        for (i, s) in servers.iter().enumerate() {
+            if let Some(other) = servers[..i]
+                .iter()
+                .find(|o| addresses_collide(o.listen, s.listen))
+            {
+                self.errors.push(ConfigError {
+                    line: s.line,
+                    message: format!(
+                        "server {}: listen {} collides with {} of the server at line {}",
+                        i + 1,
+                        s.listen,
+                        other.listen,
+                        other.line
+                    ),
+                });
+            }
+        }
+        let mut stdin = servers
+            .iter()
+            .flat_map(|s| &s.streams)
+            .filter(|s| s.input == Input::Stdin);
+        if let Some(first) = stdin.next() {
+            for s in stdin {
+                self.errors.push(ConfigError {
+                    line: s.input_line,
+                    message: format!(
+                        "stream {:?}: input \"-\": stdin is already the input of stream {:?} (line {})",
+                        s.name, first.name, first.input_line
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Whether two listen addresses cannot both be bound: the same port (not 0) on the same
+/// address, or on any address of the family (IPv6's also takes IPv4 on dual-stack hosts).
+fn addresses_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |wide: IpAddr, other: IpAddr| {
+        wide.is_unspecified() && (wide.is_ipv6() || wide.is_ipv4() == other.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
+}
+
+/// The valid key closest to a mistyped one, when it is close enough to be the intent.
+fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (edit_distance(key, v), *v))
+        .filter(|(d, v)| *d <= 2.max(v.len() / 4) && *d < v.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, "t.toml") {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn ranges_match_the_command_line() {
+        assert_eq!(RTSP_TIMEOUT.check(10.0), Ok(10.0));
+        assert_eq!(
+            RTSP_TIMEOUT.check(0.5),
+            Err("must be between 1 and 3600 seconds".into())
+        );
+        assert_eq!(
+            PREFILL.check(-1.0),
+            Err("-1 is not a number of seconds between 0 and 86400".into())
+        );
+        assert!(PREFILL.check(f64::NAN).is_err());
+        assert_eq!(
+            PART_DURATION.check(3.0),
+            Err("must be between 0.05 and 2 seconds".into())
+        );
+        assert_eq!(
+            check_window(2),
+            Err("must be between 3 and 1000 segments".into())
+        );
+        assert_eq!(check_window(1000), Ok(1000));
+    }
+
+    #[test]
+    fn minimal_file_takes_every_default() {
+        let c = parse(
+            "[[server]]\n[[server.stream]]\nname = \"live\"\ninput = \"a.mkv\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let server = &c.servers[0];
+        assert_eq!(
+            ServerConfig {
+                streams: Vec::new(),
+                line: 0,
+                ..server.clone()
+            },
+            ServerConfig::default()
+        );
+        assert_eq!(server.line, 1);
+        assert_eq!(server.streams[0].settings, StreamSettings::default());
+        assert_eq!(server.streams[0].line, 2);
+        assert_eq!(server.streams[0].input_line, 4);
+    }
+
+    #[test]
+    fn defaults_apply_and_streams_override() {
+        let c = parse(
+            "[defaults]\nloop = true\nsegment_duration = 4\nformats = [\"mkv\"]\n\
+             [[server]]\n[[server.stream]]\nname = \"a\"\ninput = \"a.mkv\"\n\
+             [[server.stream]]\nname = \"b\"\ninput = \"b.mkv\"\nloop = false\nsegment_duration = 1.5\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = &c.servers[0].streams;
+        assert_eq!(s[0].settings.segment_duration, 4.0);
+        assert_eq!(s[0].settings.formats, Formats::MKV_ONLY);
+        assert!(s[0].publish_options().cmaf.is_none());
+        assert_eq!(
+            s[0].input,
+            Input::File {
+                path: "a.mkv".into(),
+                looped: true
+            }
+        );
+        assert_eq!(s[1].settings.segment_duration, 1.5);
+        assert_eq!(
+            s[1].input,
+            Input::File {
+                path: "b.mkv".into(),
+                looped: false
+            }
+        );
+        // The server's stand-in target duration is its longest stream's.
+        assert_eq!(c.servers[0].server_options(false).hls.target_duration_s, 4);
+    }
+
+    #[test]
+    fn unknown_keys_get_a_suggestion() {
+        let e = errors(
+            "[[server]]\nlisten = \"127.0.0.1:0\"\nmax_client = 5\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "t.toml:3: server 1: unknown key \"max_client\" (did you mean \"max_clients\"? valid keys: listen, max_clients, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
+            ]
+        );
+        let e = errors("[[server]]\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\nzzz = 1\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("t.toml:5: stream \"x\": unknown key \"zzz\" (valid keys: name, "),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_in_line_order() {
+        let e = errors(
+            "[[server]]\nwindow = 2\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\nprefill = -3\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "t.toml:2: server 1: window: must be between 3 and 1000 segments",
+                "t.toml:6: stream \"x\": prefill: -3 is not a number of seconds between 0 and 86400",
+            ]
+        );
+    }
+
+    #[test]
+    fn listen_collisions() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(addresses_collide(a("0.0.0.0:80"), a("127.0.0.1:80")));
+        assert!(addresses_collide(a("[::]:80"), a("127.0.0.1:80")));
+        assert!(addresses_collide(a("127.0.0.1:80"), a("127.0.0.1:80")));
+        assert!(!addresses_collide(a("127.0.0.1:80"), a("127.0.0.2:80")));
+        assert!(!addresses_collide(a("127.0.0.1:0"), a("127.0.0.1:0")));
+        assert!(!addresses_collide(a("0.0.0.0:80"), a("[::1]:80")));
+        assert!(!addresses_collide(a("0.0.0.0:80"), a("0.0.0.0:81")));
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(closest("windw", SERVER_KEYS), Some("window"));
+        assert_eq!(
+            closest("segment_duraton", SETTING_KEYS),
+            Some("segment_duration")
+        );
+        assert_eq!(closest("xyz", SERVER_KEYS), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}
