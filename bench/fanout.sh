@@ -186,24 +186,9 @@ wait_http_200() {
 }
 
 # ---------------------------------------------------------------------------------------
-# The media: 24 s of 1280x720 VP9 at ~3.9 Mbit/s + Opus 96 kbit/s, a keyframe every 2 s
-# (a whole number of GOPs, so that looping keeps the keyframe cadence). Noise keeps the
-# encoder from starving the bitrate; the first GOP (a 440 KB first keyframe while the rate
-# control settles) is encoded and cut off. Encoding takes ~15 s on 2 cores.
-if [[ ! -s $MEDIA ]]; then
-    mkdir -p "$(dirname "$MEDIA")"
-    echo "generating $MEDIA ..."
-    ffmpeg -hide_banner -loglevel error -y \
-        -f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=30:allf=t" \
-        -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 26 \
-        -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -row-mt 1 \
-        -b:v 3900k -minrate 3900k -maxrate 3900k -bufsize 2000k -g 60 -keyint_min 60 \
-        -c:a libopus -b:a 96k -f webm "$MEDIA.full"
-    ffmpeg -hide_banner -loglevel error -y -i "$MEDIA.full" -ss 2 -c copy \
-        -avoid_negative_ts make_zero -f webm "$MEDIA.tmp"
-    rm -f "$MEDIA.full"
-    mv "$MEDIA.tmp" "$MEDIA"
-fi
+# shellcheck source=bench/media.sh
+source "$ROOT/bench/media.sh"
+make_4mbps_webm "$MEDIA"
 MEDIA_SECONDS=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$MEDIA")
 MEDIA_BYTES=$(stat -c %s "$MEDIA")
 RATE_BPS=$(awk -v b="$MEDIA_BYTES" -v s="$MEDIA_SECONDS" 'BEGIN { printf "%.0f", b * 8 / s }')
@@ -230,7 +215,7 @@ RESULTS="$WORK/results.tsv"
 start_muxcast() {
     local port=$1 n=$2
     # shellcheck disable=SC2086
-    "${NICE[@]}" "$MUXCAST" --listen "127.0.0.1:$port" --loop --max-clients $((n + 100)) $MUXCAST_ARGS "$MEDIA" \
+    "${NICE[@]}" "$MUXCAST" --listen "127.0.0.1:$port" --loop --max-clients $((n + 100)) --max-clients-per-ip $((n + 100)) $MUXCAST_ARGS "$MEDIA" \
         >"$WORK/muxcast-$n-$3.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

@@ -133,7 +133,7 @@ git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COM
 
 MUX_PORT=$(free_port)
 "${NICE[@]}" "$MUXCAST" --listen "127.0.0.1:$MUX_PORT" --loop --window "$WINDOW" \
-    --prefill $((2 * WINDOW + 10)) --max-clients $((max_c + 1000)) "$MEDIA" >"$WORK/muxcast.log" 2>&1 &
+    --prefill $((2 * WINDOW + 10)) --max-clients $((max_c + 1000)) --max-clients-per-ip $((max_c + 1000)) "$MEDIA" >"$WORK/muxcast.log" 2>&1 &
 MUX_PID=$!
 PIDS+=("$MUX_PID")
 MUX="http://127.0.0.1:$MUX_PORT"

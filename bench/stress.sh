@@ -123,7 +123,7 @@ start_server() {
     LOG="$WORK/muxcast-$name.log"
     # shellcheck disable=SC2086
     RUST_LOG=${RUST_LOG:-warn} "${NICE[@]}" "$MUXCAST" "$MEDIA" --loop \
-        --listen "127.0.0.1:$PORT" --max-clients 4096 "$@" $MUXCAST_ARGS \
+        --listen "127.0.0.1:$PORT" --max-clients 4096 --max-clients-per-ip 4096 "$@" $MUXCAST_ARGS \
         >"$LOG" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

@@ -88,6 +88,14 @@ pub fn check_window(window: usize) -> Result<usize, String> {
     }
 }
 
+pub fn check_max_clients_per_ip(n: usize) -> Result<usize, String> {
+    if n >= 1 {
+        Ok(n)
+    } else {
+        Err("must be at least 1".into())
+    }
+}
+
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
 
@@ -186,6 +194,7 @@ impl StreamConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_clients: usize,
+    pub max_clients_per_ip: usize,
     pub client_timeout: f64,
     pub header_timeout: f64,
     pub keep_running: bool,
@@ -203,6 +212,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN,
             max_clients: 1024,
+            max_clients_per_ip: 256,
             client_timeout: 30.0,
             header_timeout: 10.0,
             keep_running: false,
@@ -232,6 +242,7 @@ impl ServerConfig {
         ServerOptions {
             listen: self.listen,
             max_clients: self.max_clients,
+            max_clients_per_ip: self.max_clients_per_ip,
             client_timeout: Duration::from_secs_f64(self.client_timeout),
             header_timeout: Duration::from_secs_f64(self.header_timeout),
             keep_running: self.keep_running,
@@ -315,6 +326,7 @@ const TOP_KEYS: &[&str] = &["defaults", "server"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "max_clients",
+    "max_clients_per_ip",
     "client_timeout",
     "header_timeout",
     "keep_running",
@@ -347,6 +359,7 @@ const PER_SERVER_FOR_NOW: &[&str] = &["window", "burst", "ll_hls", "client_queue
 struct RawServer {
     listen: Option<Spanned<String>>,
     max_clients: Option<usize>,
+    max_clients_per_ip: Option<Spanned<usize>>,
     client_timeout: Option<Spanned<f64>>,
     header_timeout: Option<Spanned<f64>>,
     keep_running: Option<bool>,
@@ -707,6 +720,12 @@ impl<'t> Walker<'t> {
         }
         if let Some(n) = raw.max_clients {
             server.max_clients = n;
+        }
+        if let Some(n) = &raw.max_clients_per_ip {
+            match check_max_clients_per_ip(*n.get_ref()) {
+                Ok(n) => server.max_clients_per_ip = n,
+                Err(e) => self.error(n.span(), format!("{ctx}max_clients_per_ip: {e}")),
+            }
         }
         if let Some(n) = raw.client_queue {
             server.client_queue = n;
@@ -1139,7 +1158,7 @@ mod tests {
         assert_eq!(
             e,
             [
-                "t.toml:3: server 1: unknown key \"max_client\" (did you mean \"max_clients\"? valid keys: listen, max_clients, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
+                "t.toml:3: server 1: unknown key \"max_client\" (did you mean \"max_clients\"? valid keys: listen, max_clients, max_clients_per_ip, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
             ]
         );
         let e = errors("[[server]]\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\nzzz = 1\n");

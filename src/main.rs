@@ -57,6 +57,8 @@ OPTIONS:
     --header-timeout SECS   close a connection whose request is not complete
                             in this time, or idles this long between requests [default: 10]
     --max-clients N         connections beyond this get 503 [default: 1024]
+    --max-clients-per-ip N  connections from one address beyond this get 503
+                            [default: 256]
     --segment-duration SECS HLS/DASH segment length; cut at the first keyframe
                             after it [default: 2]
     --part-duration SECS    LL-HLS part (CMAF chunk) length [default: 0.2]
@@ -164,6 +166,11 @@ fn parse_cli() -> Result<Mode, String> {
             }
             Long("client-queue") => server.client_queue = number(&mut parser, "--client-queue")?,
             Long("max-clients") => server.max_clients = number(&mut parser, "--max-clients")?,
+            Long("max-clients-per-ip") => {
+                server.max_clients_per_ip =
+                    config::check_max_clients_per_ip(number(&mut parser, "--max-clients-per-ip")?)
+                        .map_err(|e| format!("--max-clients-per-ip: {e}"))?
+            }
             Long("segment-duration") => {
                 settings.segment_duration =
                     seconds(&mut parser, "--segment-duration", config::SEGMENT_DURATION)?

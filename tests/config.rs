@@ -204,6 +204,7 @@ fn the_example_documents_every_key_with_its_default() {
     for key in [
         "listen",
         "max_clients",
+        "max_clients_per_ip",
         "client_timeout",
         "header_timeout",
         "keep_running",
@@ -334,7 +335,7 @@ fn unknown_keys_name_the_valid_ones_and_the_likely_one() {
             "[[server]]\nwindw = 5\n{}",
             stream_ok("a", "push")
         )),
-        "muxcast.toml:2: server 1: unknown key \"windw\" (did you mean \"window\"? valid keys: listen, max_clients, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
+        "muxcast.toml:2: server 1: unknown key \"windw\" (did you mean \"window\"? valid keys: listen, max_clients, max_clients_per_ip, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
     );
     assert_eq!(
         error(

@@ -152,6 +152,37 @@ fn one_client_over_the_limit_gets_503_with_retry_after() {
 }
 
 #[test]
+fn one_address_over_its_limit_gets_503_and_its_slots_come_back() {
+    let setup = Setup {
+        max_clients_per_ip: 2,
+        ..Setup::default()
+    };
+    let s = start(setup, vec![("live", file_input("opus_only.webm", true))]);
+    let mut a = get(s.addr, "/live/live.mkv");
+    let _b = get(s.addr, "/live/live.mkv");
+    assert_eq!(read_head(&mut a).0, 200);
+    let (status, head, body) = request(s.addr, b"GET /status.json HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 503);
+    assert!(head.contains("Retry-After:"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("from your address"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A viewer leaves: its slot is free again.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, _) = request(s.addr, b"GET /status.json HTTP/1.1\r\nHost: t\r\n\r\n");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn an_incomplete_request_is_closed_after_the_header_timeout() {
     let setup = Setup {
         header_timeout: Duration::from_millis(300),

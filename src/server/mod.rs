@@ -7,9 +7,9 @@ pub mod http;
 pub mod response;
 mod status;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,9 @@ const READ_CHUNK: usize = 4096;
 pub struct ServerOptions {
     pub listen: SocketAddr,
     pub max_clients: usize,
+    /// Connections from one address beyond this get 503: one host cannot take every
+    /// slot (`max_clients`) from the others.
+    pub max_clients_per_ip: usize,
     /// A client that takes nothing of what it is sent for this long is closed.
     pub client_timeout: Duration,
     /// A request head must be complete within this (also the keep-alive idle limit).
@@ -188,6 +191,12 @@ struct Conn {
     deferred: bool,
     /// A segment (or a range of one) to `sendfile` once `out` is written.
     file_out: Option<FileOut>,
+    /// The peer's address, counted in `Server::per_ip` while the connection lives.
+    ip: IpAddr,
+    /// The last read took less than asked (or would block): the socket was empty then,
+    /// and new input brings a new (edge-triggered) readable event, which clears this. Saves
+    /// the `recv` that would only say EAGAIN after every answer (as tokio does on Linux).
+    drained: bool,
 }
 
 /// The rest of a memory-file body: bytes `offset..end` of `file`.
@@ -223,6 +232,11 @@ pub struct Server {
     /// that sends its next request at once cannot hold the loop (one `wrk` connection
     /// was served 6783 times in a row, and p99 was 140 ms against nginx's 6 ms).
     deferred: Vec<Token>,
+    /// Open connections per client address (see `ServerOptions::max_clients_per_ip`).
+    per_ip: HashMap<IpAddr, usize>,
+    /// Where reads land before they are appended to a connection's input (one buffer,
+    /// zeroed once, not a fresh array per read).
+    read_buf: Box<[u8; READ_CHUNK]>,
 }
 
 impl Server {
@@ -251,6 +265,8 @@ impl Server {
             accept_paused_until: None,
             started: Instant::now(),
             deferred: Vec::new(),
+            per_ip: HashMap::new(),
+            read_buf: Box::new([0; READ_CHUNK]),
         })
     }
 
@@ -426,18 +442,29 @@ impl Server {
                     return;
                 }
             };
-            if self.conns.len() >= self.options.max_clients {
+            let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let refusal: Option<&[u8]> = if self.conns.len() >= self.options.max_clients {
+                Some(b"503 Service Unavailable: too many clients\n")
+            } else if from_peer >= self.options.max_clients_per_ip {
+                Some(b"503 Service Unavailable: too many connections from your address\n")
+            } else {
+                None
+            };
+            if let Some(body) = refusal {
                 let msg = response::finite(
                     503,
                     "text/plain; charset=utf-8",
-                    b"503 Service Unavailable: too many clients\n",
+                    body,
                     false,
                     false,
                     "Retry-After: 5\r\n",
                 );
                 // Best effort on a fresh socket: the kernel buffer takes this at once.
                 let _ = socket.write(&msg);
-                debug!("{peer}: refused, {} clients connected", self.conns.len());
+                debug!(
+                    "{peer}: refused, {} clients connected, {from_peer} from its address",
+                    self.conns.len()
+                );
                 continue;
             }
             let _ = socket.set_nodelay(true);
@@ -454,7 +481,9 @@ impl Server {
                 warn!("{peer}: cannot register: {e}");
                 continue;
             }
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
             entry.insert(Conn {
+                ip: peer.ip(),
                 socket,
                 inbuf: Vec::new(),
                 out: VecDeque::new(),
@@ -465,11 +494,15 @@ impl Server {
                 close_when_flushed: false,
                 deferred: false,
                 file_out: None,
+                drained: false,
             });
         }
     }
 
     fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if readable && let Some(c) = self.conns.get_mut(token.0) {
+            c.drained = false;
+        }
         if writable {
             if let Some(c) = self.conns.get_mut(token.0) {
                 c.blocked_since = None;
@@ -497,10 +530,14 @@ impl Server {
                 // in the socket (TCP holds the client back) until `drive` asks for them.
                 return Flow::Open;
             }
-            let mut buf = [0u8; READ_CHUNK];
-            match conn.socket.read(&mut buf) {
+            if conn.drained {
+                return Flow::Open;
+            }
+            let buf = &mut self.read_buf[..];
+            match conn.socket.read(buf) {
                 Ok(0) => return Flow::Close,
                 Ok(n) => {
+                    conn.drained = n < READ_CHUNK;
                     if reading_request || !matches!(conn.phase, Phase::Live(_)) {
                         conn.inbuf.extend_from_slice(&buf[..n]);
                     }
@@ -517,7 +554,10 @@ impl Server {
                         return Flow::Close;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Open,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.drained = true;
+                    return Flow::Open;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Flow::Close,
             }
@@ -528,15 +568,22 @@ impl Server {
     /// came, Some(false) when none are waiting, None when the client is gone.
     fn read_chunk(&mut self, token: Token) -> Option<bool> {
         let conn = self.conns.get_mut(token.0)?;
-        let mut buf = [0u8; READ_CHUNK];
+        if conn.drained {
+            return Some(false);
+        }
+        let buf = &mut self.read_buf[..];
         loop {
-            return match conn.socket.read(&mut buf) {
+            return match conn.socket.read(buf) {
                 Ok(0) => None,
                 Ok(n) => {
+                    conn.drained = n < READ_CHUNK;
                     conn.inbuf.extend_from_slice(&buf[..n]);
                     Some(true)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.drained = true;
+                    Some(false)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => None,
             };
@@ -944,6 +991,7 @@ impl Server {
         let Some(mut conn) = self.conns.try_remove(token.0) else {
             return Flow::Open;
         };
+        self.release_ip(conn.ip);
         let _ = self.poll.registry().deregister(&mut conn.socket);
         let leftover = conn.inbuf.split_off(req.header_len.min(conn.inbuf.len()));
         let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(conn.socket));
@@ -1029,17 +1077,12 @@ impl Server {
         };
         loop {
             if !conn.out.is_empty() {
-                let slices: Vec<IoSlice> = conn
-                    .out
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .enumerate()
-                    .map(|(i, b)| IoSlice::new(if i == 0 { &b[conn.out_offset..] } else { b }))
-                    .collect();
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = fill_slices(&mut slices, conn.out.iter(), conn.out_offset, MAX_IOVECS);
                 let written = if conn.file_out.is_some() {
-                    write_more(&conn.socket, &slices)
+                    write_more(&conn.socket, &slices[..n])
                 } else {
-                    conn.socket.write_vectored(&slices)
+                    conn.socket.write_vectored(&slices[..n])
                 };
                 match written {
                     Ok(0) => return Flow::Close,
@@ -1102,15 +1145,9 @@ impl Server {
                     };
                     let result = gop.with_chunks(cursor.chunk, |chunks| {
                         let take = if cursor.finishing { 1 } else { MAX_IOVECS };
-                        let slices: Vec<IoSlice> = chunks
-                            .iter()
-                            .take(take)
-                            .enumerate()
-                            .map(|(i, b)| {
-                                IoSlice::new(if i == 0 { &b[cursor.offset..] } else { b })
-                            })
-                            .collect();
-                        conn.socket.write_vectored(&slices).inspect(|&n| {
+                        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                        let k = fill_slices(&mut slices, chunks.iter(), cursor.offset, take);
+                        conn.socket.write_vectored(&slices[..k]).inspect(|&n| {
                             // Advance the cursor over whole and partial chunks.
                             let mut left = n;
                             for b in chunks.iter() {
@@ -1163,10 +1200,21 @@ impl Server {
         }
     }
 
+    /// A connection from `ip` left the loop.
+    fn release_ip(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
     fn close(&mut self, token: Token) {
         let Some(mut conn) = self.conns.try_remove(token.0) else {
             return;
         };
+        self.release_ip(conn.ip);
         let _ = self.poll.registry().deregister(&mut conn.socket);
         if let Phase::Live(c) = &conn.phase
             && let Some(slot) = self.streams.get_mut(c.stream)
@@ -1382,6 +1430,22 @@ impl Server {
             self.close(token);
         }
     }
+}
+
+/// Points `slices` at up to `take` of `buffers`, the first from `offset` on; returns how
+/// many (on the stack: one allocation less per write, and writes are most of the loop).
+fn fill_slices<'a>(
+    slices: &mut [IoSlice<'a>; MAX_IOVECS],
+    buffers: impl Iterator<Item = &'a Bytes>,
+    offset: usize,
+    take: usize,
+) -> usize {
+    let mut n = 0;
+    for (slot, b) in slices.iter_mut().zip(buffers).take(take) {
+        *slot = IoSlice::new(if n == 0 { &b[offset..] } else { b });
+        n += 1;
+    }
+    n
 }
 
 /// `writev` with MSG_MORE: the response head waits for the `sendfile` that follows, so

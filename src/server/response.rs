@@ -6,8 +6,15 @@ const COMMON: &str =
     "Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Date\r\nServer: muxcast\r\n";
 
 /// The headers every response carries: CORS, Server, and Date (HTTP requires it, and
-/// DASH players fall back on it as a clock). The date is formatted once a second.
+/// DASH players fall back on it as a clock).
 pub fn common_headers() -> String {
+    let mut out = String::with_capacity(160);
+    push_common_headers(&mut out);
+    out
+}
+
+/// Appends [`common_headers`] to `out`. The date is formatted once a second.
+pub fn push_common_headers(out: &mut String) {
     use std::cell::RefCell;
     thread_local! {
         static DATE: RefCell<(i64, String)> = const { RefCell::new((-1, String::new())) };
@@ -20,7 +27,10 @@ pub fn common_headers() -> String {
         if cached.0 != now {
             *cached = (now, crate::stream::hls::http_date(now));
         }
-        format!("{COMMON}Date: {}\r\n", cached.1)
+        out.push_str(COMMON);
+        out.push_str("Date: ");
+        out.push_str(&cached.1);
+        out.push_str("\r\n");
     })
 }
 
@@ -78,12 +88,17 @@ pub fn head(
     keep_alive: bool,
     extra: &str,
 ) -> Bytes {
-    Bytes::from(format!(
-        "HTTP/1.1 {status} {}\r\n{}Content-Type: {content_type}\r\nContent-Length: {len}\r\nCache-Control: {cache_control}\r\n{extra}Connection: {}\r\n\r\n",
-        reason(status),
-        common_headers(),
+    use std::fmt::Write;
+    // One allocation per head: a head goes out with every request.
+    let mut out = String::with_capacity(384 + extra.len());
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    push_common_headers(&mut out);
+    let _ = write!(
+        out,
+        "Content-Type: {content_type}\r\nContent-Length: {len}\r\nCache-Control: {cache_control}\r\n{extra}Connection: {}\r\n\r\n",
         if keep_alive { "keep-alive" } else { "close" },
-    ))
+    );
+    Bytes::from(out)
 }
 
 /// A plain-text error with the reason in the body.

@@ -63,6 +63,7 @@ pub struct Setup {
     pub prefill_s: f64,
     pub client_queue: usize,
     pub max_clients: usize,
+    pub max_clients_per_ip: usize,
     pub client_timeout: Duration,
     pub header_timeout: Duration,
     pub keep_running: bool,
@@ -77,6 +78,7 @@ impl Default for Setup {
             prefill_s: 2.0,
             client_queue: 4 << 20,
             max_clients: 1024,
+            max_clients_per_ip: 1024,
             client_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             keep_running: true,
@@ -104,6 +106,7 @@ pub fn start_with(
         let options = ServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             max_clients: setup.max_clients,
+            max_clients_per_ip: setup.max_clients_per_ip,
             client_timeout: setup.client_timeout,
             header_timeout: setup.header_timeout,
             keep_running: setup.keep_running,
