@@ -47,7 +47,7 @@ PORT=$(free_port)
     >"$WORK/muxcast.log" 2>&1 &
 PID=$!
 PIDS+=("$PID")
-echo "muxcast $(git -C "$ROOT" rev-parse --short HEAD) pid $PID: $MEDIA ($RATE_MBPS Mbit/s), --window $WINDOW $ARGS"
+echo "muxcast $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "(not a git checkout)") pid $PID: $MEDIA ($RATE_MBPS Mbit/s), --window $WINDOW $ARGS"
 echo "warming up for $WARMUP s (no viewers) ..."
 sleep "$WARMUP"
 kill -0 "$PID" || { echo "muxcast died:"; cat "$WORK/muxcast.log"; exit 1; }

@@ -32,6 +32,8 @@ pub fn spawn_stream(
         (None, None)
     };
     let id = server.add_stream(name, &input.describe(), push_slot);
+    server.set_cmaf(id, publish.cmaf.is_some());
+    let demand = server.demand(id);
     let mut publisher = Publisher::new(id, Box::new(server.notifier()), publish);
     if let Input::File { .. } = input {
         // The prefill publishes the first seconds at once: they belong that far back.
@@ -40,6 +42,6 @@ pub fn spawn_stream(
     let label = format!("stream {name} ({})", input.describe());
     thread::Builder::new()
         .name(format!("in-{name}"))
-        .spawn(move || run_input(input, publisher, reader, label, inbox))?;
+        .spawn(move || run_input(input, publisher, reader, label, inbox, demand))?;
     Ok(())
 }

@@ -48,6 +48,10 @@ pub const RTSP_TIMEOUT: Seconds = Seconds {
     min: 1.0,
     max: 3600.0,
 };
+pub const IDLE_CLOSE: Seconds = Seconds {
+    min: 1.0,
+    max: 86_400.0,
+};
 pub const AUDIO_CLUSTER: Seconds = Seconds {
     min: 0.1,
     max: 30.0,
@@ -137,6 +141,8 @@ pub struct StreamSettings {
     pub looped: bool,
     pub prefill: f64,
     pub rtsp_timeout: f64,
+    /// On-demand inputs disconnect after this long without viewers.
+    pub idle_close: f64,
     pub audio_cluster: f64,
     pub segment_duration: f64,
     pub part_duration: f64,
@@ -149,6 +155,7 @@ impl Default for StreamSettings {
             looped: false,
             prefill: 2.0,
             rtsp_timeout: 10.0,
+            idle_close: 10.0,
             audio_cluster: 2.0,
             segment_duration: 2.0,
             part_duration: 0.2,
@@ -173,6 +180,7 @@ impl StreamConfig {
             prefill: Duration::from_secs_f64(self.settings.prefill),
             limits: DemuxLimits::default(),
             rtsp_timeout: Duration::from_secs_f64(self.settings.rtsp_timeout),
+            idle_close: Duration::from_secs_f64(self.settings.idle_close),
         }
     }
 
@@ -342,6 +350,7 @@ const SETTING_KEYS: &[&str] = &[
     "loop",
     "prefill",
     "rtsp_timeout",
+    "idle_close",
     "audio_cluster",
     "segment_duration",
     "part_duration",
@@ -384,6 +393,7 @@ struct RawStream {
     looped: Option<Spanned<bool>>,
     prefill: Option<Spanned<f64>>,
     rtsp_timeout: Option<Spanned<f64>>,
+    idle_close: Option<Spanned<f64>>,
     audio_cluster: Option<Spanned<f64>>,
     segment_duration: Option<Spanned<f64>>,
     part_duration: Option<Spanned<f64>>,
@@ -829,15 +839,6 @@ impl<'t> Walker<'t> {
         let errors_before = self.errors.len();
         self.settings(&raw, &mut settings, &ctx);
         ok &= self.errors.len() == errors_before;
-        if let Some(on) = &raw.on_demand
-            && *on.get_ref()
-        {
-            self.error(
-                on.span(),
-                format!("{ctx}on_demand = true is not supported yet: streams always run (remove the key or set false)"),
-            );
-            ok = false;
-        }
         for (key, secret) in [("read_token", &raw.read_token), ("push_key", &raw.push_key)] {
             if let Some(s) = secret {
                 self.error(
@@ -887,6 +888,21 @@ impl<'t> Walker<'t> {
             );
             ok = false;
         }
+        let mut input = input;
+        if let Some(on) = &raw.on_demand
+            && *on.get_ref()
+        {
+            match &mut input {
+                Input::Rtsp { on_demand, .. } => *on_demand = true,
+                _ => {
+                    self.error(
+                        on.span(),
+                        format!("{ctx}on_demand: only rtsp:// inputs can run on demand (input is {text:?})"),
+                    );
+                    ok = false;
+                }
+            }
+        }
         ok.then_some(StreamConfig {
             name,
             input,
@@ -913,6 +929,13 @@ impl<'t> Walker<'t> {
             "rtsp_timeout",
             ctx,
             &mut out.rtsp_timeout,
+        );
+        self.seconds(
+            &raw.idle_close,
+            IDLE_CLOSE,
+            "idle_close",
+            ctx,
+            &mut out.idle_close,
         );
         self.seconds(
             &raw.audio_cluster,

@@ -29,7 +29,8 @@ INPUT (an unnamed input is the stream `live`):
     http://HOST/PATH   pulled over HTTP; reconnects when it ends
     rtsp://[USER:PASS@]HOST[:PORT]/PATH[?transport=tcp|udp]
                        an RTSP camera (H.264/H.265, AAC/G.711/L16); TCP unless
-                       ?transport=udp; reconnects with backoff when it ends
+                       ?transport=udp; reconnects with backoff when it ends;
+                       with #on-demand at the end, connected only while watched
     push               fed by PUT/POST of Matroska to /NAME/ingest
 
 OUTPUT:
@@ -49,6 +50,9 @@ OPTIONS:
     --prefill SECONDS       start files this far in the past [default: 2]
     --rtsp-timeout SECS     reconnect an RTSP camera that sends no media for this
                             long; also the limit for each RTSP request [default: 10]
+    --idle-close SECS       an on-demand camera (rtsp://...#on-demand) is connected
+                            while someone watches, and disconnected this long after
+                            the last viewer [default: 10]
     --burst SECONDS         history a new viewer gets at once [default: 0]
     --audio-cluster SECONDS cluster length for audio-only streams [default: 2]
     --client-queue BYTES    how far (beyond --burst) a viewer may fall behind
@@ -150,6 +154,9 @@ fn parse_cli() -> Result<Mode, String> {
             Long("rtsp-timeout") => {
                 settings.rtsp_timeout =
                     seconds(&mut parser, "--rtsp-timeout", config::RTSP_TIMEOUT)?
+            }
+            Long("idle-close") => {
+                settings.idle_close = seconds(&mut parser, "--idle-close", config::IDLE_CLOSE)?
             }
             Long("burst") => server.burst = seconds(&mut parser, "--burst", config::BURST)?,
             Long("audio-cluster") => {

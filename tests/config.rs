@@ -218,6 +218,7 @@ fn the_example_documents_every_key_with_its_default() {
         "loop",
         "prefill",
         "rtsp_timeout",
+        "idle_close",
         "audio_cluster",
         "segment_duration",
         "part_duration",
@@ -341,14 +342,14 @@ fn unknown_keys_name_the_valid_ones_and_the_likely_one() {
         error(
             "[[server]]\n[[server.stream]]\nname = \"cam1\"\ninput = \"push\"\nsegment_duraton = 4\n"
         ),
-        "muxcast.toml:5: stream \"cam1\": unknown key \"segment_duraton\" (did you mean \"segment_duration\"? valid keys: name, input, on_demand, read_token, push_key, formats, loop, prefill, rtsp_timeout, audio_cluster, segment_duration, part_duration)"
+        "muxcast.toml:5: stream \"cam1\": unknown key \"segment_duraton\" (did you mean \"segment_duration\"? valid keys: name, input, on_demand, read_token, push_key, formats, loop, prefill, rtsp_timeout, idle_close, audio_cluster, segment_duration, part_duration)"
     );
     assert_eq!(
         error(&format!(
             "[defaults]\ncolour = 1\n[[server]]\n{}",
             stream_ok("a", "push")
         )),
-        "muxcast.toml:2: [defaults]: unknown key \"colour\" (valid keys: formats, loop, prefill, rtsp_timeout, audio_cluster, segment_duration, part_duration)"
+        "muxcast.toml:2: [defaults]: unknown key \"colour\" (valid keys: formats, loop, prefill, rtsp_timeout, idle_close, audio_cluster, segment_duration, part_duration)"
     );
 }
 
@@ -467,7 +468,7 @@ fn features_not_built_yet_are_refused_not_ignored() {
     assert_eq!(
         errors(text),
         [
-            "muxcast.toml:5: stream \"a\": on_demand = true is not supported yet: streams always run (remove the key or set false)",
+            "muxcast.toml:5: stream \"a\": on_demand: only rtsp:// inputs can run on demand (input is \"push\")",
             "muxcast.toml:6: stream \"a\": read_token: access control is not supported yet: nothing would be checked, so the key is refused (remove it)",
             "muxcast.toml:7: stream \"a\": push_key: access control is not supported yet: nothing would be checked, so the key is refused (remove it)",
         ]
@@ -894,4 +895,33 @@ fn a_server_that_cannot_listen_stops_the_others_and_exits_1() {
         "{log:#?}"
     );
     drop(taken);
+}
+
+#[test]
+fn on_demand_is_for_rtsp_inputs_by_key_or_by_url() {
+    let config = parse(
+        "[[server]]\n\
+         [[server.stream]]\nname = \"a\"\ninput = \"rtsp://cam/x\"\non_demand = true\nidle_close = 30\n\
+         [[server.stream]]\nname = \"b\"\ninput = \"rtsp://cam/y#on-demand\"\n\
+         [[server.stream]]\nname = \"c\"\ninput = \"rtsp://cam/z\"\n",
+    );
+    let streams = &config.servers[0].streams;
+    let on = |i: usize| {
+        matches!(
+            streams[i].input,
+            Input::Rtsp {
+                on_demand: true,
+                ..
+            }
+        )
+    };
+    assert!(on(0) && on(1) && !on(2));
+    assert_eq!(
+        streams[0].reader_options().idle_close,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        streams[1].reader_options().idle_close,
+        Duration::from_secs(10)
+    );
 }

@@ -551,3 +551,76 @@ fn l16_audio_arrives_as_big_endian_pcm() {
     assert_eq!(audio.bit_depth().map(|b| b.get()), Some(16));
     assert_eq!(audio.sampling_frequency(), 48000.0);
 }
+
+#[test]
+fn an_on_demand_camera_is_connected_only_while_someone_watches() {
+    let camera = RtspServer::start(&testdata("h264_aac.mkv"), Options::default());
+    let setup = Setup {
+        idle_close: Duration::from_secs(1),
+        ..Setup::default()
+    };
+    let input = rtsp_input(&format!("{}#on-demand", camera.url()));
+    assert!(matches!(
+        input,
+        Input::Rtsp {
+            on_demand: true,
+            ..
+        }
+    ));
+    let server = start(setup, vec![("cam", input)]);
+    // Nobody watches: no session.
+    wait_for_stream(server.addr, "cam", Duration::from_secs(5), |s| {
+        s["state"] == "idle"
+    });
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        camera.stats.plays.load(Ordering::SeqCst),
+        0,
+        "played unwatched"
+    );
+
+    // The first viewer's playlist request waits for the first segment: no 404.
+    let asked = Instant::now();
+    let master = String::from_utf8(get_ok(server.addr, "/cam/index.m3u8")).unwrap();
+    assert!(master.contains("#EXT-X-STREAM-INF"), "{master}");
+    println!("first playlist after {:?}", asked.elapsed());
+    assert_eq!(camera.stats.plays.load(Ordering::SeqCst), 1);
+
+    // A live-MKV viewer gets the camera's frames.
+    let (body, open) = watch(server.addr, "cam", Duration::from_secs(2));
+    assert!(open);
+    let (_, got) = oracle(&body);
+    let (_, src) = oracle_file("h264_aac.mkv");
+    let known: HashSet<&[u8]> = src.iter().map(|f| f.data.as_slice()).collect();
+    assert!(got.len() > 20, "{} frames", got.len());
+    assert!(got.iter().all(|f| known.contains(f.data.as_slice())));
+
+    // Everyone left: the session ends about --idle-close later, and the stream is idle
+    // again, with nothing stale kept for the next viewer.
+    let left = Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "the camera connection to close",
+        || camera.stats.closed.load(Ordering::SeqCst) >= 1,
+    );
+    let after = left.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "hung up after {after:?}"
+    );
+    wait_for_stream(server.addr, "cam", Duration::from_secs(5), |s| {
+        s["state"] == "idle"
+    });
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        camera.stats.plays.load(Ordering::SeqCst),
+        1,
+        "reconnected unwatched"
+    );
+
+    // The next viewer brings it back.
+    let (body, open) = watch(server.addr, "cam", Duration::from_secs(3));
+    assert!(open);
+    assert!(oracle(&body).1.len() > 10, "no frames after the reconnect");
+    assert_eq!(camera.stats.plays.load(Ordering::SeqCst), 2);
+}

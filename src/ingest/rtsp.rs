@@ -34,7 +34,7 @@ use url::Url;
 
 use super::backoff::Backoff;
 use crate::media::{AudioInfo, Codec, Frame, Track, VideoInfo};
-use crate::stream::{InputState, Publisher};
+use crate::stream::{Demand, InputState, Publisher};
 
 /// How RTP reaches us.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -345,6 +345,9 @@ pub struct RtspOptions {
     /// A session with no media for this long is dropped and reconnected; also the limit
     /// for each request while connecting.
     pub timeout: Duration,
+    /// On demand: connect only while the stream is wanted, and disconnect after this
+    /// long without anyone wanting it.
+    pub on_demand: Option<(Arc<Demand>, Duration)>,
 }
 
 /// Runs an RTSP input forever: connect, play, publish; on any end, back off and again.
@@ -391,6 +394,14 @@ struct Camera<'a> {
 struct Ended {
     frames: u64,
     why: String,
+    /// On demand, no one wanted the stream any more: we hung up.
+    idle: bool,
+}
+
+/// How `play` ended without an error.
+enum Stop {
+    CameraEnded,
+    NoViewers,
 }
 
 impl Camera<'_> {
@@ -399,9 +410,23 @@ impl Camera<'_> {
         let mut attempt = 0u64;
         self.publisher.state(InputState::Starting);
         loop {
+            if !self.wanted() {
+                self.publisher.state(InputState::Idle);
+                while !self.wanted() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                info!("{}: wanted by a viewer; connecting (on demand)", self.label);
+                self.publisher.state(InputState::Starting);
+                backoff.reset();
+                attempt = 0;
+            }
             attempt += 1;
             self.wait_for_stale_sessions().await;
             let ended = self.session().await;
+            if ended.idle {
+                info!("{}: {}", self.label, ended.why);
+                continue;
+            }
             if ended.frames > 0 {
                 backoff.reset();
                 attempt = 0;
@@ -426,6 +451,14 @@ impl Camera<'_> {
         }
     }
 
+    /// Whether to be connected: always, or on demand while someone wants the stream.
+    fn wanted(&self) -> bool {
+        self.options
+            .on_demand
+            .as_ref()
+            .is_none_or(|(demand, idle_close)| demand.wanted_within(*idle_close))
+    }
+
     /// A dropped session may still be alive on the camera (retina tears it down in the
     /// background); cameras with few session slots refuse a new one until it is gone. Waits
     /// at most the RTSP timeout: a camera that is off never answers the TEARDOWN.
@@ -448,14 +481,25 @@ impl Camera<'_> {
     /// One session: describe, set up, play, publish until it ends.
     async fn session(&mut self) -> Ended {
         let mut frames = 0u64;
-        let why = match self.play(&mut frames).await {
-            Ok(()) => "the camera ended the session".to_string(),
-            Err(e) => e,
+        let (why, idle) = match self.play(&mut frames).await {
+            Ok(Stop::CameraEnded) => ("the camera ended the session".to_string(), false),
+            Ok(Stop::NoViewers) => {
+                let idle_close = self
+                    .options
+                    .on_demand
+                    .as_ref()
+                    .map_or(0.0, |d| d.1.as_secs_f64());
+                (
+                    format!("no viewers for {idle_close} s; disconnected (on demand)"),
+                    true,
+                )
+            }
+            Err(e) => (e, false),
         };
-        Ended { frames, why }
+        Ended { frames, why, idle }
     }
 
-    async fn play(&mut self, frames: &mut u64) -> Result<(), String> {
+    async fn play(&mut self, frames: &mut u64) -> Result<Stop, String> {
         let step = self.options.timeout;
         let session_options = SessionOptions::default()
             .creds(self.url.credentials())
@@ -509,10 +553,14 @@ impl Camera<'_> {
                 Err(_) => {
                     return Err(format!("no media for {} s", step.as_secs_f64()));
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(Stop::CameraEnded),
                 Ok(Some(Err(e))) => return Err(one_line(&e)),
                 Ok(Some(Ok(item))) => item,
             };
+            if !self.wanted() {
+                // Dropping the session sends TEARDOWN (retina, in the background).
+                return Ok(Stop::NoViewers);
+            }
             let frame = match item {
                 CodecItem::VideoFrame(f) => {
                     let Some(track) = media.track_of(f.stream_id()) else {

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use super::body::BodyReader;
 use super::mkv::{DemuxError, DemuxEvent, DemuxLimits, MkvDemuxer};
 use super::push::{PushConn, PushInbox};
 use super::rtsp::{self, RtspOptions, RtspTransport, RtspUrl};
-use crate::stream::{InputState, Publisher};
+use crate::stream::{Demand, InputState, Publisher};
 
 /// Bytes read from an input at a time.
 const READ_SIZE: usize = 64 * 1024;
@@ -39,9 +40,11 @@ pub enum Input {
     /// Fed by PUT/POST to /NAME/ingest.
     Push,
     /// An RTSP camera (or server), read with retina; reconnects when the session ends.
+    /// On demand (`#on-demand`), connected only while someone watches.
     Rtsp {
         url: RtspUrl,
         transport: RtspTransport,
+        on_demand: bool,
     },
 }
 
@@ -60,8 +63,16 @@ impl Input {
             .get(..7)
             .is_some_and(|p| p.eq_ignore_ascii_case("rtsp://"))
         {
+            let (spec, on_demand) = match spec.strip_suffix("#on-demand") {
+                Some(s) => (s, true),
+                None => (spec, false),
+            };
             let (url, transport) = rtsp::parse_url(spec)?;
-            Input::Rtsp { url, transport }
+            Input::Rtsp {
+                url,
+                transport,
+                on_demand,
+            }
         } else {
             Input::File {
                 path: PathBuf::from(spec),
@@ -83,10 +94,18 @@ impl Input {
             Input::Http { url } => url.clone(),
             Input::Push => "push".into(),
             // Never the password.
-            Input::Rtsp { url, transport } => match transport {
-                RtspTransport::Tcp => url.to_string(),
-                RtspTransport::Udp => format!("{url} (udp)"),
-            },
+            Input::Rtsp {
+                url,
+                transport,
+                on_demand,
+            } => format!(
+                "{url}{}{}",
+                match transport {
+                    RtspTransport::Tcp => "",
+                    RtspTransport::Udp => " (udp)",
+                },
+                if *on_demand { " (on demand)" } else { "" }
+            ),
         }
     }
 }
@@ -99,6 +118,8 @@ pub struct ReaderOptions {
     pub limits: DemuxLimits,
     /// An RTSP session with no media for this long is reconnected.
     pub rtsp_timeout: Duration,
+    /// An on-demand input disconnects after this long without viewers.
+    pub idle_close: Duration,
 }
 
 /// Why one pass over an input stopped.
@@ -205,6 +226,7 @@ pub fn run_input(
     options: ReaderOptions,
     label: String,
     pushers: Option<PushInbox>,
+    demand: Arc<Demand>,
 ) {
     let result = match input {
         Input::File { path, looped } => run_file(&path, looped, &mut publisher, &options, &label),
@@ -216,9 +238,14 @@ pub fn run_input(
                 .map_err(|e| e.to_string())
         }
         Input::Http { url } => run_http(&url, &mut publisher, &options, &label),
-        Input::Rtsp { url, transport } => {
+        Input::Rtsp {
+            url,
+            transport,
+            on_demand,
+        } => {
             let rtsp_options = RtspOptions {
                 timeout: options.rtsp_timeout,
+                on_demand: on_demand.then_some((demand, options.idle_close)),
             };
             rtsp::run_rtsp(&url, transport, &mut publisher, &rtsp_options, &label)
         }

@@ -158,7 +158,13 @@ pub enum Want {
     },
     /// A part that does not exist yet (the preload hint, or a client ahead of it).
     Part { msn: u64, part: usize },
+    /// The multivariant playlist of a stream that has no renditions yet (its input is
+    /// starting, or an on-demand camera is connecting for this very viewer).
+    Multivariant,
 }
+
+/// How long a first viewer waits for a stream's first segment before a 503.
+pub const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(15);
 
 /// A request held in the event loop until a part is published or its deadline passes.
 #[derive(Clone, Debug)]
@@ -473,6 +479,9 @@ pub fn retry(
     options: &HlsOptions,
     _now: Instant,
 ) -> Option<Answer> {
+    if let Want::Multivariant = w.want {
+        return multivariant(renditions).map(Answer::playlist);
+    }
     let Some(r) = renditions.iter().find(|r| r.info.id == w.rendition) else {
         return Some(Answer::error(
             404,
@@ -483,6 +492,7 @@ pub fn retry(
         Want::Playlist { msn, part, skip } => (r.ended
             || (options.target_known && msn.is_none_or(|m| r.has(m, part))))
         .then(|| render(renditions, r, skip, msn.is_some(), options)),
+        Want::Multivariant => None,
         Want::Part { msn, part } => match r.part(msn, part) {
             Some(p) => Some(media(p.buffers.clone())),
             // Went past it: the segment closed with fewer parts, or the stream ended.

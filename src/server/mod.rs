@@ -28,7 +28,7 @@ use crate::stream::dash::{self, DashSettings};
 use crate::stream::live::{Gop, LiveLog, Next, WindowOptions};
 use crate::stream::rendition::Rendition;
 use crate::stream::segment_file::SegmentFile;
-use crate::stream::{InputState, LoopNotify, Update};
+use crate::stream::{Demand, InputState, LoopNotify, Update};
 use http::{BodyFraming, Method, Request, Route};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -142,6 +142,10 @@ struct StreamSlot {
     part_target_s: Option<f64>,
     /// EXT-X-TARGETDURATION as the first segment fixed it.
     target_duration_s: Option<u32>,
+    /// When someone last asked for this stream (on-demand inputs read it).
+    demand: Arc<Demand>,
+    /// Whether its publisher makes HLS/DASH (off with `--no-hls`).
+    cmaf: bool,
 }
 
 struct LiveCursor {
@@ -292,8 +296,25 @@ impl Server {
             waiters: Vec::new(),
             part_target_s: None,
             target_duration_s: None,
+            demand: Demand::new(),
+            cmaf: true,
         });
         self.streams.len() - 1
+    }
+
+    /// Whether stream `id` makes HLS/DASH (on unless told): a request for its playlist
+    /// before the first segment then waits for it instead of a 404.
+    pub fn set_cmaf(&mut self, id: usize, on: bool) {
+        self.streams[id].cmaf = on;
+    }
+
+    fn publishes_cmaf(&self, id: usize) -> bool {
+        self.streams[id].cmaf
+    }
+
+    /// When stream `id` was last wanted: an on-demand input connects only while it is.
+    pub fn demand(&self, id: usize) -> Arc<Demand> {
+        self.streams[id].demand.clone()
     }
 
     pub fn notifier(&self) -> LoopNotify {
@@ -695,6 +716,20 @@ impl Server {
                     None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
                     Some(id) => match hls::multivariant(&self.streams[id].renditions) {
                         Some(text) => hls::Answer::playlist(text),
+                        None if !self.streams[id].over && self.publishes_cmaf(id) => {
+                            // The first viewer waits for the first segment (an on-demand
+                            // camera connects for it), not a 404.
+                            let waiter = hls::Waiter {
+                                stream: id,
+                                rendition: String::new(),
+                                want: hls::Want::Multivariant,
+                                deadline: Instant::now() + hls::FIRST_SEGMENT_WAIT,
+                                keep_alive,
+                                head_only,
+                            };
+                            self.hold(token, id, Phase::Waiting(waiter), keep_alive, head_only);
+                            return Flow::Open;
+                        }
                         None => hls::Answer::error_for(
                             404,
                             format!("stream {stream:?} has no HLS renditions (yet)"),
@@ -916,8 +951,11 @@ impl Server {
         stream_hls_options(&self.streams[id], &self.options.hls)
     }
 
+    /// The stream named `name`; someone wants it now (see [`Demand`]).
     fn find_stream(&self, name: &str) -> Option<usize> {
-        self.streams.iter().position(|s| s.name == name)
+        let id = self.streams.iter().position(|s| s.name == name)?;
+        self.streams[id].demand.touch();
+        Some(id)
     }
 
     fn start_live(&mut self, token: Token, name: &str, webm: bool, head_only: bool) -> Flow {
@@ -1254,6 +1292,13 @@ impl Server {
                     if state == InputState::Live && slot.live_since.is_none() {
                         slot.live_since = Some(Instant::now());
                     }
+                    if state == InputState::Idle {
+                        // An on-demand input hung up: what it published is stale. The
+                        // next viewer waits for the first keyframe of the next session
+                        // rather than starting minutes in the past.
+                        slot.log.forget_gops();
+                        slot.renditions.clear();
+                    }
                     slot.state = state;
                 }
                 Update::Headers(h) => slot.log.set_headers(h),
@@ -1405,6 +1450,12 @@ impl Server {
     }
 
     fn sweep(&mut self, now: Instant) {
+        for slot in &self.streams {
+            // Live-MKV viewers and held requests ask once and keep wanting the stream.
+            if !slot.subscribers.is_empty() || !slot.waiters.is_empty() {
+                slot.demand.touch();
+            }
+        }
         for id in 0..self.streams.len() {
             if !self.streams[id].waiters.is_empty() {
                 let over = self.streams[id].over;

@@ -137,6 +137,14 @@ impl LiveLog {
         self.ended = true;
     }
 
+    /// Drops every GOP (an on-demand input disconnected): new viewers wait for the
+    /// next one. Viewers still in a GOP finish it and wait too.
+    pub fn forget_gops(&mut self) {
+        self.close_newest();
+        self.gops.clear();
+        self.window_bytes = 0;
+    }
+
     /// Appends one chunk; `starts_gop` opens a new GOP (and closes the previous one).
     pub fn push(&mut self, bytes: Bytes, starts_gop: bool, pts_ns: i64) {
         if starts_gop || self.gops.back().is_none_or(|g| g.is_closed()) {
@@ -239,7 +247,12 @@ impl LiveLog {
             return Next::Wait;
         }
         let (Some(oldest), Some(newest)) = (self.gops.front(), self.gops.back()) else {
-            return Next::End;
+            // Nothing held (see `forget_gops`): wait for the next GOP of this header.
+            return if gop.generation != self.generation || self.ended {
+                Next::End
+            } else {
+                Next::Wait
+            };
         };
         let want = gop.seq + 1;
         let (next, skipped) = if want > newest.seq {

@@ -33,6 +33,8 @@ pub enum InputState {
     WaitingForPusher,
     /// The input went away; trying again (the detail says why and when).
     Reconnecting(String),
+    /// An on-demand input with no one watching: not connected.
+    Idle,
 }
 
 impl InputState {
@@ -42,6 +44,43 @@ impl InputState {
             InputState::Live => "live",
             InputState::WaitingForPusher => "waiting-for-pusher",
             InputState::Reconnecting(_) => "reconnecting",
+            InputState::Idle => "idle",
+        }
+    }
+}
+
+/// When a stream was last wanted by a viewer: written by the event loop (each request
+/// naming the stream, and every sweep while live viewers or held requests remain), read
+/// by an on-demand input's reader thread, which connects only while someone wants it.
+#[derive(Debug)]
+pub struct Demand {
+    origin: std::time::Instant,
+    /// Milliseconds after `origin`, plus one; 0: never.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Demand {
+    pub fn new() -> Arc<Demand> {
+        Arc::new(Demand {
+            origin: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last
+            .store(ms + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether someone asked within `within`.
+    pub fn wanted_within(&self, within: std::time::Duration) -> bool {
+        match self.last.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            last => {
+                let now = self.origin.elapsed().as_millis();
+                now.saturating_sub(u128::from(last - 1)) <= within.as_millis()
+            }
         }
     }
 }

@@ -69,6 +69,7 @@ pub struct Setup {
     pub keep_running: bool,
     /// RTSP inputs: reconnect after this long without media.
     pub rtsp_timeout: Duration,
+    pub idle_close: Duration,
 }
 
 impl Default for Setup {
@@ -83,6 +84,7 @@ impl Default for Setup {
             header_timeout: Duration::from_secs(10),
             keep_running: true,
             rtsp_timeout: Duration::from_secs(10),
+            idle_close: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +131,7 @@ pub fn start_with(
                     prefill: Duration::from_secs_f64(setup.prefill_s),
                     limits: DemuxLimits::default(),
                     rtsp_timeout: setup.rtsp_timeout,
+                    idle_close: setup.idle_close,
                 },
                 PublishOptions {
                     audio_cluster_ms: 2000,

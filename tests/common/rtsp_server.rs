@@ -350,6 +350,8 @@ pub struct Stats {
     pub requests: Mutex<Vec<String>>,
     /// Every Transport header of a SETUP.
     pub transports: Mutex<Vec<String>>,
+    /// Client connections that ended (TEARDOWN, or the client hung up).
+    pub closed: AtomicUsize,
 }
 
 struct Conn {
@@ -764,6 +766,7 @@ fn serve(socket: TcpStream, shared: Arc<Shared>) {
         .lock()
         .unwrap()
         .retain(|c| !Arc::ptr_eq(c, &conn));
+    shared.stats.closed.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Two UDP sockets on consecutive ports (RTP, RTCP).
