@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """muxcast against real third-party peers (ffmpeg, ffprobe, curl, a raw socket, hls.js and
 dash.js in headless Chromium, GStreamer, and gst-rtsp-server as an RTSP camera: checks j, k
-need python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp, gstreamer1.0-plugins-ugly).
+need python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp, gstreamer1.0-plugins-ugly;
+nginx as a caching reverse proxy: checks l, m need Debian's nginx, run unprivileged from
+tests/interop/nginx_cache.conf).
 
 Usage: checks.py --bin PATH/TO/muxcast --workdir DIR [a b c ...]
 Prints one PASS/FAIL line per check; exits 1 if any failed.
@@ -15,17 +17,20 @@ import re
 import shutil
 import urllib.parse
 import signal
+import socket
+import statistics
 import subprocess
+import threading
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from helpers import (
-    PROCS, RESULTS, ROOT, TESTDATA, CheckFailed, Muxcast, RtspCamera, SocketReader, audio_sample_entry, check,
-    compare_tracks, curl_capture, decode_problems, dts_problems, ffmpeg_capture, ffprobe_streams, framecrc, free_port,
-    gi_python, hevc_nal_types, http_get, hvcc_arrays, info, known_failure, probe_summary, read_head_bytes, run, spawn,
-    video_sample_entry, wait_exit,
+    PROCS, RESULTS, ROOT, TESTDATA, CheckFailed, HlsFollower, Muxcast, Nginx, RtspCamera, SocketReader,
+    audio_sample_entry, check, compare_tracks, curl_capture, decode_problems, dts_problems, ffmpeg_capture,
+    ffprobe_streams, framecrc, free_port, gi_python, hevc_nal_types, http_get, hvcc_arrays, info, known_failure,
+    MEDIA_PATH, media_upstream_counts, probe_summary, read_head_bytes, run, spawn, video_sample_entry, wait_exit,
 )
 
 
@@ -265,7 +270,57 @@ def check_d(ctx):
         srv.stop()
 
 
-@register("e", "HTTP pull relay")
+def chain_compare(upstream, downstream, names=("origin", "relay"), min_video=100, min_audio=100):
+    """Frame identity of two captures of the same live stream taken at about the same time
+    (an origin's and a relay's): where they overlap, every packet is the same (size, CRC,
+    keyframe flag) and every timestamp is shifted by one constant, the same for every track
+    (timing and A/V sync kept). Packets before the later capture's start are ignored.
+    Returns (ok, summary, details)."""
+    ok, parts, details, shifts = True, [], [], {}
+    for mt in ("video", "audio"):
+        a, b = upstream.get(mt), downstream.get(mt)
+        if not a or not b or not a.packets or not b.packets:
+            ok = False
+            details.append(f"{mt}: missing ({a!r} at the {names[0]}, {b!r} at the {names[1]})")
+            continue
+        found = None
+        # Either capture may start first: find the later start in the other one.
+        for first, second, name in ((a, b, f"the {names[1]}'s starts at the {names[0]}'s"),
+                                    (b, a, f"the {names[0]}'s starts at the {names[1]}'s")):
+            for k in range(len(first.packets)):
+                n = min(len(first.packets) - k, len(second.packets))
+                if n and first.packets[k:k + n] == second.packets[:n]:
+                    found = (first, second, k, n, name)
+                    break
+            if found:
+                break
+        need = min_video if mt == "video" else min_audio
+        if not found:
+            ok = False
+            details.append(f"{mt}: no overlap: {names[0]} {len(a.packets)} packets from size/crc "
+                           f"{a.packets[0][:2]}, {names[1]} {len(b.packets)} from {b.packets[0][:2]}")
+            continue
+        first, second, k, n, name = found
+        steps_a = [first.dts[k + i] - first.dts[k] for i in range(n)]
+        steps_b = [second.dts[i] - second.dts[0] for i in range(n)]
+        bad = next((i for i in range(n) if steps_a[i] != steps_b[i]), None)
+        shift = first.dts[k] - second.dts[0] if first is a else second.dts[0] - first.dts[k]
+        shifts[mt] = shift
+        if n < need or bad is not None:
+            ok = False
+        if n < need:
+            details.append(f"{mt}: only {n} packets overlap, want >= {need}")
+        if bad is not None:
+            details.append(f"{mt}: packet {bad} of the overlap: timestamp step {steps_b[bad]} in one capture, "
+                           f"{steps_a[bad]} in the other")
+        parts.append(f"{mt}: {n} packets identical ({name} packet {k}), {names[0]} - {names[1]} timestamps {shift}")
+    if len(set(shifts.values())) > 1:
+        ok = False
+        details.append(f"the tracks' timestamps are shifted differently (A/V sync changed): {shifts}")
+    return ok, "; ".join(parts), details
+
+
+@register("e", "HTTP pull relay: an edge muxcast pulls the origin's live MKV; frame-identical output")
 def check_e(ctx):
     src_file = td("h264_aac.mkv")
     src = framecrc(src_file)
@@ -276,13 +331,38 @@ def check_e(ctx):
     relay.wait_state("live", timeout=10)
     time.sleep(max(0.0, 4.5 - (time.monotonic() - t0)))  # so the captures cross the origin's loop point
     clients = capture_all(relay, "live", "e-relay", 6, ctx)
+    st_relay = relay.wait_clients("live", 3, timeout=5)
+    st = origin.stream("live")
+    check("e.status the origin sees exactly one viewer (the relay) while the relay serves three",
+          st and st.get("clients") == 1 and st_relay and st_relay.get("clients") == 3,
+          f"origin clients={st and st.get('clients')}, relay clients={st_relay and st_relay.get('clients')}")
+    # The same moment at the origin, for the chain's frame identity; and the relay's HLS.
+    origin_cap = ctx.workdir / "e-origin-socket.mkv"
+    at_origin = SocketReader(origin.addr, "/live/live.mkv", origin_cap, 6)
+    at_origin.start()
+    hls_out = ctx.workdir / "e-relay-hls.mkv"
+    hls = ffmpeg_capture(relay.url("/live/index.m3u8"), hls_out, 8)
     for kind, (h, path) in clients.items():
         ok_end, note = finish_client(kind, h, 25)
         verify_capture(f"e.frames relayed h264_aac.mkv via {kind}", src, kind, path, ok_end, note, cyclic=True,
                        extra_details=relay.log_tail(5))
-    st = origin.stream("live")
-    check("e.status the origin sees exactly one viewer (the relay)", st and st.get("clients") == 1,
-          f"origin clients={st and st.get('clients')}")
+    at_origin.finish(25)
+    if at_origin.error or not origin_cap.exists():
+        check("e.chain the relay's live MKV is frame-identical to the origin's", False,
+              f"origin capture: {at_origin.error}", origin.log_tail(5))
+    else:
+        captures = {}
+        for name, path in (("origin", origin_cap), ("relay", clients["socket"][1])):
+            captures[name] = framecrc(path, allow_errors=True)
+            for tr in captures[name].values():  # the last packet may be truncated
+                tr.packets, tr.dts = tr.packets[:-1], tr.dts[:-1]
+        ok, summary, details = chain_compare(captures["origin"], captures["relay"])
+        check("e.chain the relay's live MKV is frame-identical to the origin's at the same moment "
+              "(raw sockets on both: same packets, timestamps shifted by one constant for all tracks)",
+              ok, summary, details + relay.log_tail(3))
+    ok_end, note = finish_client("ffmpeg", hls, 40)
+    verify_capture("e.hls the relay's HLS, read by ffmpeg, is frame-identical to the source", src, "ffmpeg", hls_out,
+                   ok_end, note, cyclic=True, extra_details=relay.log_tail(5))
     rc_r = relay.stop()
     rc_o = origin.stop()
     check("e.exit relay and origin exit 0 on SIGTERM", rc_r == 0 and rc_o == 0, f"relay {rc_r}, origin {rc_o}")
@@ -1012,6 +1092,317 @@ def check_k(ctx):
     check("k.camera-exit rtsp_camera.py exits 0 on SIGTERM", rc == 0, f"exit {rc}", cam.log_lines()[-5:])
     rc = srv.stop()
     check("k.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}", srv.log_tail(5))
+
+
+# ---------------------------------------------------------------------------------------
+# Beyond one box: nginx as a caching reverse proxy in front of muxcast
+# (tests/interop/nginx_cache.conf, the README's "Scale-out" section)
+
+
+CACHE_PLAY_SECONDS = 15
+CACHE_FOLLOWERS = 2  # HlsFollower viewers besides hls.js, so that URLs are asked for by several
+MEDIA_CACHE = "public, max-age=31536000, immutable"
+
+
+def hdr(headers, name):
+    return {k.lower(): v for k, v in headers.items()}.get(name.lower())
+
+
+def cache_origin(ctx, prefix, low_latency):
+    """muxcast (looping h264_aac.mkv as `live`; --no-ll-hls unless `low_latency`) and nginx
+    in front of it."""
+    need_browser()
+    args = ["--loop", f"live={td('h264_aac.mkv')}"] + ([] if low_latency else ["--no-ll-hls"])
+    srv = Muxcast(ctx, f"{prefix}-origin", args)
+    srv.wait_state("live")
+    ngx = Nginx(ctx, f"{prefix}-nginx", srv.addr)
+    info(f"nginx {ngx.version()} on {ngx.addr} caching muxcast on {srv.addr} ({ngx.conf_path})")
+    return srv, ngx
+
+
+def cache_headers_check(letter, ngx, low_latency):
+    """What a viewer of the cache gets: playlists not cached (no-cache; blocking reloads
+    no-store), media immutable, a segment fetched twice: MISS then HIT, same bytes."""
+    problems, facts = [], []
+    master_url = ngx.url("/live/index.m3u8")
+    code, h, _ = http_get(master_url, timeout=10)
+    facts.append(f"index.m3u8: {code} Cache-Control {hdr(h, 'Cache-Control')!r}")
+    if code != 200 or hdr(h, "Cache-Control") != "no-cache" or hdr(h, "X-Cache-Status"):
+        problems.append(f"multivariant playlist: {code}, Cache-Control {hdr(h, 'Cache-Control')!r}, "
+                        f"X-Cache-Status {hdr(h, 'X-Cache-Status')!r}")
+    media_url = urllib.parse.urljoin(master_url, "v0/index.m3u8")
+    code, h, body = http_get(media_url, timeout=10)
+    text = body.decode(errors="replace")
+    facts.append(f"v0/index.m3u8: {code} Cache-Control {hdr(h, 'Cache-Control')!r}")
+    if code != 200 or hdr(h, "Cache-Control") != "no-cache":
+        problems.append(f"media playlist: {code}, Cache-Control {hdr(h, 'Cache-Control')!r}")
+    if low_latency != ("#EXT-X-PART:" in text):
+        problems.append(f"media playlist {'without' if low_latency else 'with'} EXT-X-PART")
+    if low_latency:
+        last = [l for l in text.splitlines() if l.startswith("#EXT-X-PRELOAD-HINT:")]
+        mp = HlsFollower.MSN_PART.search(last[0].split('"')[1]) if last else None
+        if mp:
+            code, h, _ = http_get(f"{media_url}?_HLS_msn={mp.group(1)}&_HLS_part={mp.group(2)}", timeout=10)
+            facts.append(f"blocking reload: {code} Cache-Control {hdr(h, 'Cache-Control')!r}")
+            if code != 200 or hdr(h, "Cache-Control") != "no-store":
+                problems.append(f"blocking reload: {code}, Cache-Control {hdr(h, 'Cache-Control')!r}")
+        else:
+            problems.append("no EXT-X-PRELOAD-HINT in the LL-HLS media playlist")
+    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text)
+    segs = [l for l in text.splitlines() if l.endswith(".m4s") and not l.startswith("#")]
+    for what, uri in (("init", init.group(1) if init else None), ("segment", segs[-1] if segs else None)):
+        if not uri:
+            problems.append(f"no {what} in the media playlist")
+            continue
+        got = [http_get(urllib.parse.urljoin(media_url, uri), timeout=10) for _ in range(2)]
+        status = [hdr(h, "X-Cache-Status") for _, h, _ in got]
+        ccs = [hdr(h, "Cache-Control") for _, h, _ in got]
+        facts.append(f"{uri} twice: {[c for c, _, _ in got]} {status} Cache-Control {ccs[0]!r}, {len(got[0][2])} B")
+        if ([c for c, _, _ in got] != [200, 200] or status != ["MISS", "HIT"] or ccs != [MEDIA_CACHE] * 2
+                or got[0][2] != got[1][2]):
+            problems.append(f"{what} {uri}: statuses {[c for c, _, _ in got]}, X-Cache-Status {status}, "
+                            f"Cache-Control {ccs}, same bytes {got[0][2] == got[1][2]}")
+    check(f"{letter}.headers through nginx: playlists no-cache{' (blocking reloads no-store)' if low_latency else ''} "
+          f"and not cached, media {MEDIA_CACHE!r}, a segment twice = MISS then HIT with the same bytes",
+          not problems, "; ".join(facts), problems)
+
+
+def cache_play(ctx, letter, ngx, low_latency):
+    """hls.js plays through nginx while CACHE_FOLLOWERS followers fetch the same media;
+    returns (play report or None, followers)."""
+    followers = [HlsFollower(ngx.url("/live"), ["v0", "a1"], i + 1, low_latency, CACHE_PLAY_SECONDS + 60).start()
+                 for i in range(CACHE_FOLLOWERS)]
+    mode = "low-latency" if low_latency else "plain"
+    title = (f"{letter}.hlsjs hls.js ({mode}) plays through nginx {CACHE_PLAY_SECONDS} s without an error, "
+             f"with {CACHE_FOLLOWERS} other viewers on the cache")
+    rep = None
+    try:
+        rep = play(ctx, f"{letter}-hlsjs", ngx.url("/live/index.m3u8"), "hls", low_latency, seconds=CACHE_PLAY_SECONDS)
+    except CheckFailed as e:
+        check(title, False, str(e), ngx.error_tail())
+    finally:
+        for f in followers:
+            f.stop()
+    if rep is not None:
+        problems = play_problems(rep, CACHE_PLAY_SECONDS)
+        fol = [f"follower {i + 1}: {f.requests} requests, {len(f.fetched)} media URLs, {len(f.errors)} errors"
+               for i, f in enumerate(followers)]
+        check(title, not problems, play_summary(rep) + "; " + "; ".join(fol), problems[:12] + rep["console"][:5])
+    return rep, followers
+
+
+def cache_once_check(letter, ngx, followers, min_shared=10):
+    """Every init segment, segment and part URL reached muxcast exactly once, counted in
+    nginx's log: one $upstream_addr entry per request nginx sent to muxcast."""
+    entries = ngx.entries()
+    counts = media_upstream_counts(entries)
+    twice = {u: c for u, c in counts.items() if c[1] > 1}
+    never = {u: c for u, c in counts.items() if c[1] == 0}
+    shared = [u for u, c in counts.items() if len(c[2]) >= 2]
+    clients = sum(c[0] for c in counts.values())
+    upstream = sum(c[1] for c in counts.values())
+    by = {}
+    for c in counts.values():
+        for k, n in c[2].items():
+            by[k] = by.get(k, 0) + n
+    media = [e for e in entries if MEDIA_PATH.search(e["uri"])]
+    hits = sum(1 for e in media if e.get("cache") == "HIT")
+    waited = [float(e["time"]) for e in media if e.get("cache") == "HIT" and float(e.get("time") or 0) > 0.1]
+    bad = sorted({f"{e['status']} {e['uri']} ({e['ua'][:24]})" for e in media if e["status"] != "200"})
+    kinds = {k: sum(1 for u in counts if re.search(p, u)) for k, p in
+             (("init", r"init\d+\.mp4$"), ("segment", r"/seg\d+\.m4s$"), ("part", r"/part\d+\.\d+\.m4s$"),
+              ("DASH segment", r"/t\d+\.m4s$"))}
+    details = []
+    for u, (n, up, who) in sorted(twice.items())[:6]:
+        details.append(f"{u}: {up} requests to muxcast for {n} client requests {who}:")
+        details += [f"  t={e['t']} {e['status']} cache={e['cache'] or '-'} upstream={e['up']} "
+                    f"up_time={e['up_time']} time={e['time']} ua={e['ua'][:30]}" for e in entries if e["uri"] == u][:6]
+    for u, c in sorted(never.items())[:3]:
+        details.append(f"{u}: no request to muxcast at all, {c}")
+    details += [f"non-200 media answers to clients: {', '.join(bad[:8])}"] if bad else []
+    details.append(f"nginx access log: {ngx.access_log}")
+    fol_errors = [e for f in followers for e in f.errors]
+    if fol_errors:
+        details.append(f"followers' errors: {fol_errors[:6]}")
+    check(f"{letter}.once each init/segment/part URL reached muxcast once (nginx's $upstream_addr per URL)",
+          counts and not twice and not never and len(shared) >= min_shared and by.get("browser", 0) > 0,
+          f"{len(counts)} media URLs ({', '.join(f'{n} {k}' for k, n in kinds.items() if n)}), "
+          f"{clients} client requests ({', '.join(f'{k} {n}' for k, n in sorted(by.items()))}), "
+          f"{upstream} to muxcast, {len(twice)} URLs more than once; {len(shared)} URLs asked for by more than one "
+          f"viewer (want >= {min_shared}); {hits} cache hits, {len(waited)} of them after waiting on the cache lock "
+          f"(median {statistics.median(waited) if waited else 0:.2f}s)",
+          details)
+    return entries, counts
+
+
+@register("l", "nginx caching reverse proxy, plain HLS (--no-ll-hls): hls.js plays, muxcast gets each segment once")
+def check_l(ctx):
+    src = framecrc(td("h264_aac.mkv"))
+    srv, ngx = cache_origin(ctx, "l", low_latency=False)
+    cache_headers_check("l", ngx, low_latency=False)
+    # Live MKV through the same nginx (`proxy_buffering off`), meanwhile.
+    mkv = ctx.workdir / "l-nginx-live.mkv"
+    viewer = curl_capture(ngx.url("/live/live.mkv"), mkv, 6)
+    _, followers = cache_play(ctx, "l", ngx, low_latency=False)
+    ok_end, note = finish_client("curl", viewer, 10)
+    verify_capture("l.mkv live MKV through nginx (proxy_buffering off) via curl", src, "curl", mkv, ok_end, note,
+                   cyclic=True, extra_details=ngx.error_tail(4))
+    rc_n = ngx.stop()
+    cache_once_check("l", ngx, followers)
+    rc = srv.stop()
+    check("l.exit muxcast exits 0 on SIGTERM, nginx 0 on SIGQUIT", rc == 0 and rc_n == 0, f"muxcast {rc}, nginx {rc_n}",
+          ngx.error_tail())
+
+
+def timed_fetch(addr, path, out):
+    """GET over HTTP/1.0 (no chunked framing); appends (status line, headers, body, [(seconds
+    since the request, bytes)]) to `out`."""
+    host, port = addr.rsplit(":", 1)
+    arrivals, buf = [], b""
+    t0 = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: interop-dash-probe\r\n\r\n".encode())
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            arrivals.append((time.monotonic() - t0, len(chunk)))
+            buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
+    out.append((lines[0], headers, body, arrivals))
+
+
+def dash_written_segment_check(letter, ngx, srv):
+    """The DASH segment being written (muxcast sends it chunked, part by part), asked for by
+    two viewers of the cache at once: one gets it as it is written, the other waits on the
+    cache lock and gets it whole from the cache; muxcast sends it once."""
+    def timeline():
+        _, _, body = http_get(ngx.url("/live/manifest.mpd"), timeout=10)
+        text = body.decode(errors="replace")
+        tl = re.search(r'media="v0/t\$Time\$\.m4s".*?<SegmentTimeline>(.*?)</SegmentTimeline>', text, re.S)
+        out = []
+        for m in re.finditer(r'<S t="(\d+)" d="(\d+)"(?: r="(\d+)")?/>', tl.group(1) if tl else ""):
+            out += [int(m.group(1)) + i * int(m.group(2)) for i in range(int(m.group(3) or 0) + 1)]
+        return text, out
+
+    # Wait for a segment to begin, so that the one being written has most of its parts to come.
+    mpd, starts = timeline()
+    deadline = time.monotonic() + 5
+    while starts and time.monotonic() < deadline:
+        mpd, now = timeline()
+        if now and now[-1] != starts[-1]:
+            starts = now
+            break
+        time.sleep(0.05)
+    utc = re.search(r'<UTCTiming[^>]*value="([^"]+)"', mpd)
+    if len(starts) < 2:
+        check(f"{letter}.dash-written the DASH segment being written through nginx", False, "no SegmentTimeline", [mpd[:300]])
+        return
+    # The MPD lists one segment past the one being written.
+    path = f"/live/v0/t{starts[-2]}.m4s"
+    got = []
+    threads = [threading.Thread(target=timed_fetch, args=(ngx.addr, path, got)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    direct = http_get(srv.url(path), timeout=10)
+    by_status = {r[1].get("x-cache-status"): r for r in got}
+    miss, hit = by_status.get("MISS"), by_status.get("HIT")
+    ups = sum(len(e["up"]) for e in ngx.entries() if e["uri"] == path)
+    facts = [f"{r[1].get('x-cache-status')}: {r[0]}, {len(r[2])} B, body over {r[3][-1][0] - r[3][0][0]:.2f}s "
+             f"in {len(r[3])} reads, done at {r[3][-1][0]:.2f}s" for r in got if r[3]]
+    ok = (miss is not None and hit is not None and miss[2] == hit[2] == direct[2] and ups == 1
+          and miss[3][-1][0] - miss[3][0][0] >= 0.3 and "200" in miss[0] and "200" in hit[0])
+    check(f"{letter}.dash-written the DASH segment being written, two viewers at once through nginx: one gets it "
+          f"as written (chunks over >= 0.3 s), the other from the cache; same bytes as muxcast's; one request to muxcast",
+          ok, f"{path}: " + "; ".join(facts) + f"; requests to muxcast {ups}; UTCTiming {utc.group(1) if utc else None}",
+          [f"muxcast direct: {direct[0]}, {len(direct[2])} B"])
+    want_utc = ngx.url("/time")
+    check(f"{letter}.dash-utc the MPD read through nginx points UTCTiming at nginx (Host passed on)",
+          utc is not None and utc.group(1) == want_utc, f"UTCTiming {utc.group(1) if utc else None}, want {want_utc}")
+
+
+def hinted_part_lock_check(letter, ngx):
+    """Three viewers ask at once for the preload-hinted part (muxcast holds it until it
+    exists): one request reaches muxcast, the other two wait on the cache lock."""
+    media_url = ngx.url("/live/v0/index.m3u8")
+    _, _, body = http_get(media_url, timeout=10)
+    hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', body.decode(errors="replace"))
+    mp = HlsFollower.MSN_PART.search(hint.group(1)) if hint else None
+    if not mp:
+        check(f"{letter}.lock the hinted part, three viewers at once", False, "no PRELOAD-HINT", [body[:300]])
+        return
+    # A blocking reload for the hinted part, then the next hint: a part that does not exist yet.
+    _, _, body = http_get(f"{media_url}?_HLS_msn={mp.group(1)}&_HLS_part={mp.group(2)}", timeout=10)
+    hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', body.decode(errors="replace"))
+    if not hint:
+        check(f"{letter}.lock the hinted part, three viewers at once", False, "no PRELOAD-HINT after a blocking reload",
+              [body[:300]])
+        return
+    hint = hint.group(1)
+    path = f"/live/v0/{hint}"
+    got = []
+    threads = [threading.Thread(target=timed_fetch, args=(ngx.addr, path, got)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    entries = [e for e in ngx.entries() if e["uri"] == path]
+    ups = sum(len(e["up"]) for e in entries)
+    status = sorted(r[1].get("x-cache-status") or "-" for r in got)
+    held = [float(e["up_time"]) for e in entries if e["up"]]
+    done = sorted(r[3][-1][0] for r in got if r[3])
+    ok = status == ["HIT", "HIT", "MISS"] and ups == 1 and len({r[2] for r in got}) == 1 and all("200" in r[0] for r in got)
+    check(f"{letter}.lock the hinted part (not yet written), three viewers at once through nginx: one request to "
+          f"muxcast, held until the part exists; the others wait on the cache lock and get it from the cache",
+          ok, f"{hint}: X-Cache-Status {status}, requests to muxcast {ups} (held {', '.join(f'{h:.3f}s' for h in held)}), "
+              f"answered at {', '.join(f'{d:.3f}s' for d in done)} (nginx polls its cache lock every 0.5 s)",
+          [f"{e['status']} cache={e['cache']} up={e['up']} time={e['time']}" for e in entries])
+
+
+@register("m", "nginx caching reverse proxy, LL-HLS: hls.js low-latency plays, held requests pass, each part once")
+def check_m(ctx):
+    srv, ngx = cache_origin(ctx, "m", low_latency=True)
+    cache_headers_check("m", ngx, low_latency=True)
+    hinted_part_lock_check("m", ngx)
+    rep, followers = cache_play(ctx, "m", ngx, low_latency=True)
+    if rep is not None:
+        # Through the cache a part can reach a viewer up to 0.5 s late (nginx's cache-lock
+        # poll, when another viewer asked first): the bound of check h plus that.
+        bound = LL_LATENCY_MAX + 0.5
+        lat = rep["latency"]
+        stalls = stalls_after(rep, WARMUP_SECONDS)
+        browser = [e for e in ngx.entries() if "Mozilla" in e["ua"] and MEDIA_PATH.search(e["uri"])]
+        waited = [e for e in browser if e["cache"] == "HIT" and float(e["time"] or 0) > 0.1]
+        held = [e for e in browser if e["up"] and float(e["up_time"] or 0) > 0.1]
+        check(f"m.latency hls.js low-latency through nginx: player-reported latency median <= {bound} s "
+              f"({LL_LATENCY_MAX} s as direct + nginx's 0.5 s cache-lock poll), no stall after warm-up",
+              lat["median"] is not None and lat["median"] <= bound and not stalls,
+              f"median {fmt_s(lat['median'])}, max {fmt_s(lat['max'])}, min {fmt_s(lat['min'])} over {lat['n']} "
+              f"samples; of hls.js's {len(browser)} media requests {len(held)} were held by muxcast (it asked first) "
+              f"and {len(waited)} waited on the cache lock (another viewer asked first)",
+              [f"{len(stalls)} waiting events after warm-up"] + [f"latency samples: {rep['latency_samples']}"])
+    dash_written_segment_check("m", ngx, srv)
+    rc_n = ngx.stop()
+    entries, _ = cache_once_check("m", ngx, followers)
+    blocking = [e for e in entries if "_HLS_msn=" in e["uri"]]
+    # 499: the client closed the connection first (hls.js's reloads in flight when the browser
+    # closes); nginx still logs the request it had sent to muxcast.
+    gone = [e for e in blocking if e["status"] == "499"]
+    bad = [e for e in blocking if e["status"] != "499"
+           and (e["status"] != "200" or e["cc"] != "no-store" or e["cache"] or len(e["up"]) != 1)]
+    times = sorted(float(e["time"]) for e in blocking if e["status"] == "200")
+    check("m.blocking every blocking reload through nginx went to muxcast (not cached) and came back 200 no-store",
+          blocking and not bad,
+          f"{len(blocking)} blocking reloads (hls.js and the followers), {len(bad)} otherwise, {len(gone)} abandoned by "
+          f"their client (499); held median {statistics.median(times) if times else 0:.3f}s, max {max(times, default=0):.3f}s",
+          [f"{e['status']} cc={e['cc']!r} cache={e['cache']!r} up={e['up']} {e['uri']} ua={e['ua'][:24]}" for e in bad[:8]])
+    rc = srv.stop()
+    check("m.exit muxcast exits 0 on SIGTERM, nginx 0 on SIGQUIT", rc == 0 and rc_n == 0, f"muxcast {rc}, nginx {rc_n}",
+          ngx.error_tail())
 
 
 # ---------------------------------------------------------------------------------------

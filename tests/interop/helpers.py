@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -368,6 +369,229 @@ class RtspCamera:
             if m and m.group(1).startswith(mount + "/"):
                 out.append(m.group(2))
         return out
+
+
+# ---------------------------------------------------------------------------------------
+# nginx as a caching reverse proxy (tests/interop/nginx_cache.conf)
+
+
+class Nginx:
+    """nginx in front of a muxcast, configured by tests/interop/nginx_cache.conf: pid, logs,
+    cache and temp files in WORKDIR/NAME, in the foreground (daemon off), on a free
+    127.0.0.1 port. Its access log has one JSON line per client request with the requests
+    it sent upstream for it (see the file)."""
+
+    CONF = ROOT / "tests" / "interop" / "nginx_cache.conf"
+
+    def __init__(self, ctx, name, upstream):
+        self.name = name
+        self.binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+        if not self.binary:
+            raise CheckFailed("nginx not installed (.ci/run installs Debian's nginx)")
+        self.dir = ctx.workdir / name
+        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # The master runs as root, its workers as nobody: they must reach the cache and
+            # temp directories (nginx creates those for them) through the work directory.
+            os.chmod(ctx.workdir, 0o711)
+            os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        conf = (self.CONF.read_text().replace("@DIR@", str(self.dir)).replace("@LISTEN@", self.addr)
+                .replace("@UPSTREAM@", upstream))
+        self.conf_path = self.dir / "nginx.conf"
+        self.conf_path.write_text(conf)
+        self.access_log = self.dir / "access.log"
+        self.error_log = self.dir / "error.log"
+        argv = [self.binary, "-p", self.dir, "-c", self.conf_path, "-e", self.error_log]
+        t = run(argv + ["-t"], timeout=20)
+        if t.returncode != 0:
+            raise CheckFailed(f"{name}: nginx -t rejects {self.conf_path}: {(t.stderr or t.stdout).strip()[-400:]}")
+        self.log = open(self.dir / "stdout.log", "wb")
+        self.proc = spawn(argv, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise CheckFailed(f"{name}: nginx exited with {self.proc.returncode}; "
+                                  f"{' | '.join(tail(self.error_log, 6))}")
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"{name}: nginx not listening on {self.addr} after 10 s")
+            time.sleep(0.05)
+
+    def url(self, path):
+        return f"http://{self.addr}{path}"
+
+    def version(self):
+        r = run([self.binary, "-v"], timeout=10)
+        return (r.stderr or r.stdout).strip().replace("nginx version: ", "")
+
+    def entries(self):
+        """The access log's lines as dicts (`up` as a list of upstream addresses)."""
+        out = []
+        try:
+            text = self.access_log.read_text(errors="replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            # "A, B" for retries, "A : B" across an internal redirect.
+            e["up"] = [a for a in re.split(r"\s*[,:]\s+", e.get("up") or "") if a and a != "-"]
+            out.append(e)
+        return out
+
+    def stop(self, timeout=5):
+        """SIGQUIT (graceful: workers finish their requests and write their logs); the exit
+        code, or None if it had to be killed."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGQUIT)
+            except ProcessLookupError:
+                pass
+        rc = wait_exit(self.proc, timeout)
+        if rc is None:
+            kill_group(self.proc)
+            wait_exit(self.proc, 3)
+        self.log.close()
+        return rc
+
+    def error_tail(self, n=8):
+        return [l for l in tail(self.error_log, 60) if "[notice]" not in l][-n:]
+
+
+MEDIA_PATH = re.compile(r"\.(m4s|mp4)(\?|$)")
+
+
+def media_upstream_counts(entries):
+    """From Nginx.entries(): {path: (client requests, upstream requests, {user agent kind:
+    client requests})} for every init segment, segment and part URL."""
+    out = {}
+    for e in entries:
+        uri = e.get("uri") or ""
+        if not MEDIA_PATH.search(uri):
+            continue
+        n, up, by = out.get(uri, (0, 0, {}))
+        ua = e.get("ua") or ""
+        kind = re.sub(r"/.*", "", ua) if ua.startswith("interop-") else ("browser" if "Mozilla" in ua else ua or "-")
+        by[kind] = by.get(kind, 0) + 1
+        out[uri] = (n + 1, up + len(e["up"]), by)
+    return out
+
+
+class HlsFollower:
+    """A minimal HLS viewer for load through a cache: per rendition, it reads the media
+    playlist and fetches the init segment and every new segment (plain HLS: a reload every
+    second), or, with `low_latency`, every part: it asks for the preload-hinted part and,
+    at the same time, makes a blocking reload for it (the server holds both until the part
+    exists), as hls.js does. Stdlib only, a thread per rendition, a User-Agent of its own
+    (`interop-follower-N`). `stop()` ends it; `.fetched`, `.errors` say what it did."""
+
+    MSN_PART = re.compile(r"part(\d+)\.(\d+)\.m4s$")
+
+    def __init__(self, base, renditions, index, low_latency, seconds):
+        self.base, self.ua = base.rstrip("/"), f"interop-follower-{index}"
+        self.low_latency = low_latency
+        self.deadline = time.monotonic() + seconds
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.fetched = {}  # url -> status
+        self.errors = []
+        self.requests = 0
+        self.threads = [threading.Thread(target=self._run, args=(r,), daemon=True) for r in renditions]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self.stopped.set()
+        for t in self.threads:
+            t.join(15)
+        return self
+
+    def _get(self, url, timeout=10):
+        req = urllib.request.Request(url, headers={"User-Agent": self.ua})
+        with self.lock:
+            self.requests += 1
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError as e:
+            return f"{type(e).__name__}: {e}", b""
+
+    def _fetch(self, url):
+        with self.lock:
+            if url in self.fetched:
+                return
+            self.fetched[url] = None
+        status, _ = self._get(url)
+        with self.lock:
+            self.fetched[url] = status
+            if status != 200:
+                self.errors.append(f"{status} for {url}")
+
+    def _live(self):
+        return not self.stopped.is_set() and time.monotonic() < self.deadline
+
+    def _run(self, rendition):
+        base = f"{self.base}/{rendition}/"
+        query = ""
+        first = True
+        hinted = None
+        while self._live():
+            status, body = self._get(base + "index.m3u8" + query)
+            if hinted:
+                hinted.join(15)
+                hinted = None
+            if status != 200:
+                with self.lock:
+                    self.errors.append(f"{status} for {rendition}/index.m3u8{query}")
+                self.stopped.wait(0.5)
+                query = ""
+                continue
+            lines = body.decode(errors="replace").splitlines()
+            m = next((re.search(r'URI="([^"]+)"', l) for l in lines if l.startswith("#EXT-X-MAP:")), None)
+            if m:
+                self._fetch(base + m.group(1))
+            segments = [l for l in lines if l and not l.startswith("#")]
+            if not self.low_latency:
+                # A player starts three segments from the end, then takes every new one.
+                for s in (segments[-3:] if first else segments):
+                    if not self._live():
+                        break
+                    self._fetch(base + s)
+                first = False
+                self.stopped.wait(1.0)
+                continue
+            # Low latency: the parts after the last complete segment, then the hinted one.
+            tail_start = max((i for i, l in enumerate(lines) if l.startswith("#EXTINF")), default=-1)
+            parts = [re.search(r'URI="([^"]+)"', l).group(1) for l in lines[tail_start + 1:]
+                     if l.startswith("#EXT-X-PART:")]
+            for p in parts:
+                self._fetch(base + p)
+            hint = next((re.search(r'URI="([^"]+)"', l) for l in lines if l.startswith("#EXT-X-PRELOAD-HINT:")), None)
+            if not hint or not self._live():
+                self.stopped.wait(0.2)
+                query = ""
+                continue
+            # The hinted part and the blocking reload for it, at the same time (as hls.js):
+            # the server holds both until the part exists.
+            hinted = threading.Thread(target=self._fetch, args=(base + hint.group(1),), daemon=True)
+            hinted.start()
+            mp = self.MSN_PART.search(hint.group(1))
+            query = f"?_HLS_msn={mp.group(1)}&_HLS_part={mp.group(2)}" if mp else ""
+        if hinted:
+            hinted.join(15)
 
 
 # ---------------------------------------------------------------------------------------
