@@ -624,3 +624,63 @@ fn an_on_demand_camera_is_connected_only_while_someone_watches() {
     assert!(oracle(&body).1.len() > 10, "no frames after the reconnect");
     assert_eq!(camera.stats.plays.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn new_parameter_sets_mid_stream_end_mkv_viewers_cleanly_and_start_a_discontinuity() {
+    // From 3 s on, the camera's keyframes carry another stream's SPS/PPS (160x120).
+    let other = std::fs::read(testdata("h264_mulaw.mkv")).unwrap();
+    let other = matroska_demuxer::MatroskaFile::open(Cursor::new(other)).unwrap();
+    let (sps, pps, _) = avcc_parameter_sets(other.tracks()[0].codec_private().unwrap());
+    let camera = RtspServer::start(
+        &testdata("h264_aac.mkv"),
+        Options {
+            parameter_switch: Some((Duration::from_secs(3), sps.clone(), pps)),
+            ..Options::default()
+        },
+    );
+    let server = start(Setup::default(), vec![("cam", rtsp_input(&camera.url()))]);
+    wait_live(server.addr, "cam", Duration::from_secs(15));
+    // A viewer from before the change gets a clean end of stream (its player reconnects).
+    let (body, open) = watch(server.addr, "cam", Duration::from_secs(8));
+    assert!(!open, "the old viewer was not ended");
+    let before = matroska_demuxer::MatroskaFile::open(Cursor::new(body)).unwrap();
+    assert_eq!(before.tracks()[0].video().unwrap().pixel_width().get(), 320);
+    // A new viewer gets the new parameters.
+    let (body, _) = watch(server.addr, "cam", Duration::from_millis(1500));
+    let after = matroska_demuxer::MatroskaFile::open(Cursor::new(body)).unwrap();
+    let (new_sps, _, _) = avcc_parameter_sets(after.tracks()[0].codec_private().unwrap());
+    assert_eq!(new_sps, sps);
+    assert_eq!(after.tracks()[0].video().unwrap().pixel_width().get(), 160);
+
+    // HLS: a discontinuity and a new init segment carrying the new SPS (once a segment
+    // after it is complete: m3u8-rs lists complete segments only).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (media, text) = loop {
+        let body = get_ok(server.addr, "/cam/v0/index.m3u8");
+        let text = String::from_utf8_lossy(&body).to_string();
+        let Ok(m3u8_rs::Playlist::MediaPlaylist(media)) = m3u8_rs::parse_playlist_res(&body) else {
+            panic!("{text}")
+        };
+        if media.segments.iter().any(|s| s.discontinuity) {
+            break (media, text);
+        }
+        assert!(Instant::now() < deadline, "no discontinuity: {text}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let at: Vec<usize> = (0..media.segments.len())
+        .filter(|&i| media.segments[i].discontinuity)
+        .collect();
+    assert_eq!(at.len(), 1, "{text}");
+    let maps: Vec<String> = media
+        .segments
+        .iter()
+        .filter_map(|s| s.map.as_ref().map(|m| m.uri.clone()))
+        .collect();
+    assert_eq!(maps.len(), 2, "{text}");
+    assert_ne!(maps[0], maps[1]);
+    let init = get_ok(server.addr, &format!("/cam/v0/{}", maps[1]));
+    assert!(contains(&init, &sps), "the new init lacks the new SPS");
+    // DASH: a Period per parameter set.
+    let mpd = String::from_utf8(get_ok(server.addr, "/cam/manifest.mpd")).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
+}

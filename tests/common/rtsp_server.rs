@@ -64,6 +64,9 @@ pub struct Options {
     /// type of IDR slices is rewritten to CRA_NUT. Not decodable, but the framing is
     /// what such a camera sends.
     pub h265_keyframes_as_cra: bool,
+    /// From this far into a session on, H.264 keyframes carry these SPS and PPS in band
+    /// (a camera whose resolution was changed): (after, SPS, PPS).
+    pub parameter_switch: Option<(Duration, Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             mtu: 1400,
             clock_jump: None,
             h265_keyframes_as_cra: false,
+            parameter_switch: None,
         }
     }
 }
@@ -891,6 +895,7 @@ fn packetize(
     frame: &[u8],
     keyframe: bool,
     options: &Options,
+    switched: bool,
 ) -> Vec<(Vec<u8>, bool)> {
     let mut out = Vec::new();
     match &track.payload {
@@ -900,9 +905,16 @@ fn packetize(
             length_size,
         } => {
             let mut nals: Vec<&[u8]> = Vec::new();
-            if keyframe && options.in_band_parameter_sets {
-                nals.push(sps);
-                nals.push(pps);
+            match &options.parameter_switch {
+                Some((_, new_sps, new_pps)) if keyframe && switched => {
+                    nals.push(new_sps);
+                    nals.push(new_pps);
+                }
+                _ if keyframe && options.in_band_parameter_sets => {
+                    nals.push(sps);
+                    nals.push(pps);
+                }
+                _ => {}
             }
             nals.extend(length_prefixed(frame, *length_size));
             for nal in nals {
@@ -1066,7 +1078,13 @@ fn send_media(
             }
             let ts = starts[si].wrapping_add(ticks as u32);
             let s = &mut streams[si];
-            for (payload, marker) in packetize(track, &f.data, f.keyframe, options) {
+            let switched = options
+                .parameter_switch
+                .as_ref()
+                .is_some_and(|(after, _, _)| {
+                    media_ns - first_ns >= i64::try_from(after.as_nanos()).unwrap_or(i64::MAX)
+                });
+            for (payload, marker) in packetize(track, &f.data, f.keyframe, options, switched) {
                 let packet = rtp_packet(track.pt, marker, s.seq, ts, s.ssrc, &payload);
                 s.seq = s.seq.wrapping_add(1);
                 let ok = match &s.sink {
