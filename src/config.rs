@@ -270,9 +270,33 @@ impl ServerConfig {
     }
 }
 
+/// How log lines are written (stderr): per process, so a top-level key of the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `LEVEL target: message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line: `ts` (RFC 3339, UTC, ms), `level`, `target`, `msg`.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json`; the error says what is accepted.
+    pub fn parse(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text, json)"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub servers: Vec<ServerConfig>,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -330,7 +354,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const TOP_KEYS: &[&str] = &["defaults", "server"];
+const TOP_KEYS: &[&str] = &["defaults", "server", "log_format"];
+/// Keys for the whole process: at the top of the file, before any table.
+const PROCESS_KEYS: &[&str] = &["log_format"];
+const PROCESS_KEY_HINT: &str = "is per process: put it at the top of the file, before any table";
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "max_clients",
@@ -500,10 +527,24 @@ impl<'t> Walker<'t> {
                 });
                 return Config {
                     servers: Vec::new(),
+                    log_format: LogFormat::default(),
                 };
             }
         };
         self.known_keys(&root, TOP_KEYS, "", &[]);
+        let mut log_format = LogFormat::default();
+        if let Some(value) = root.get("log_format") {
+            match value.get_ref().as_str() {
+                Some(text) => match LogFormat::parse(text) {
+                    Ok(f) => log_format = f,
+                    Err(e) => self.error(value.span(), format!("log_format: {e}")),
+                },
+                None => self.error(
+                    value.span(),
+                    "log_format: must be a string: \"text\" or \"json\"".into(),
+                ),
+            }
+        }
         let mut defaults = StreamSettings::default();
         if let Some(value) = root.get("defaults") {
             match value.get_ref() {
@@ -516,6 +557,7 @@ impl<'t> Walker<'t> {
                         &[
                             (STREAM_ONLY_KEYS, "belongs in a [[server.stream]] table"),
                             (SERVER_KEYS, "belongs in a [[server]] table"),
+                            (PROCESS_KEYS, PROCESS_KEY_HINT),
                         ],
                     );
                     if let Some(raw) = self.typed::<RawStream>(value.span(), table, ctx) {
@@ -550,7 +592,10 @@ impl<'t> Walker<'t> {
             ),
         }
         self.across_servers(&servers);
-        Config { servers }
+        Config {
+            servers,
+            log_format,
+        }
     }
 
     /// Reports every key of `table` not in `valid` (with a hint when `elsewhere` knows
@@ -662,6 +707,7 @@ impl<'t> Walker<'t> {
                     SETTING_KEYS,
                     "belongs in a [[server.stream]] table or in [defaults]",
                 ),
+                (PROCESS_KEYS, PROCESS_KEY_HINT),
             ],
         );
         let streams = table.get("stream").cloned();
@@ -811,6 +857,7 @@ impl<'t> Walker<'t> {
                     SERVER_KEYS,
                     "is a server setting: put it in the [[server]] table",
                 ),
+                (PROCESS_KEYS, PROCESS_KEY_HINT),
             ],
         );
         let raw: RawStream = self.typed(value.span(), table, &ctx)?;
@@ -1202,6 +1249,37 @@ mod tests {
             [
                 "t.toml:2: server 1: window: must be between 3 and 1000 segments",
                 "t.toml:6: stream \"x\": prefill: -3 is not a number of seconds between 0 and 86400",
+            ]
+        );
+    }
+
+    #[test]
+    fn log_format_is_a_top_level_key() {
+        let stream = "[[server]]\n[[server.stream]]\nname = \"a\"\ninput = \"push\"\n";
+        let c = parse(&format!("log_format = \"json\"\n{stream}"), "t.toml").unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let c = parse(stream, "t.toml").unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(
+            errors(&format!("log_format = \"xml\"\n{stream}")),
+            ["t.toml:1: log_format: unknown log format \"xml\" (expected text, json)"]
+        );
+        assert_eq!(
+            errors(&format!("log_format = 1\n{stream}")),
+            ["t.toml:1: log_format: must be a string: \"text\" or \"json\""]
+        );
+        assert_eq!(
+            errors(&format!("{stream}log_format = \"json\"\n")),
+            [
+                "t.toml:5: stream \"a\": key \"log_format\" is per process: put it at the top of the file, before any table"
+            ]
+        );
+        assert_eq!(
+            errors(
+                "[[server]]\nlog_format = \"json\"\n[[server.stream]]\nname = \"a\"\ninput = \"push\"\n"
+            ),
+            [
+                "t.toml:2: server 1: key \"log_format\" is per process: put it at the top of the file, before any table"
             ]
         );
     }

@@ -10,7 +10,9 @@ use std::thread;
 
 use log::{error, info};
 use muxcast::app::spawn_stream;
-use muxcast::config::{self, Config, Formats, Seconds, ServerConfig, StreamConfig, StreamSettings};
+use muxcast::config::{
+    self, Config, Formats, LogFormat, Seconds, ServerConfig, StreamConfig, StreamSettings,
+};
 use muxcast::ingest::source::Input;
 use muxcast::server::http::valid_stream_name;
 use muxcast::server::{Server, ShutdownHandle};
@@ -39,6 +41,8 @@ OUTPUT:
     GET /NAME/index.m3u8  HLS (fMP4/CMAF); /NAME/hls redirects to it
     GET /NAME/manifest.mpd  DASH; /NAME/dash redirects to it
     GET /status.json      streams, tracks, clients
+    GET /metrics          Prometheus metrics
+    GET /                 a page with every stream and a player each
 
 OPTIONS:
     --config FILE           run the servers and streams of a TOML file (see
@@ -71,10 +75,12 @@ OPTIONS:
                             caches that cannot hold requests)
     --no-hls                serve live MKV and no HLS/DASH
     --keep-running          keep serving after every input has ended
+    --log-format FORMAT     text, or json: one JSON object per line with ts, level,
+                            target, msg [default: text]
     -h, --help              print this help
     -V, --version           print the version
 
-Logging: RUST_LOG=debug|info|warn|error [default: info]
+Logging (stderr): RUST_LOG=debug|info|warn|error [default: info]
 ";
 
 /// What the command line asks for.
@@ -111,6 +117,7 @@ fn parse_cli() -> Result<Mode, String> {
     use lexopt::prelude::*;
     let mut server = ServerConfig::default();
     let mut settings = StreamSettings::default();
+    let mut log_format = LogFormat::default();
     let mut inputs: Vec<(String, String)> = Vec::new();
     let mut file: Option<(&'static str, PathBuf)> = None;
     let mut other_arguments = false;
@@ -192,6 +199,10 @@ fn parse_cli() -> Result<Mode, String> {
             }
             Long("no-hls") => settings.formats = Formats::MKV_ONLY,
             Long("no-ll-hls") => server.ll_hls = false,
+            Long("log-format") => {
+                let v: String = parser.value().map_err(err)?.string().map_err(err)?;
+                log_format = LogFormat::parse(&v).map_err(|e| format!("--log-format: {e}"))?;
+            }
             Value(v) => {
                 let v = v.string().map_err(err)?;
                 let (name, spec) = match v.split_once('=') {
@@ -238,14 +249,60 @@ fn parse_cli() -> Result<Mode, String> {
     }
     Ok(Mode::Serve(Config {
         servers: vec![server],
+        log_format,
     }))
 }
 
+/// Logs to stderr, filtered by RUST_LOG (default: info), as `format` says.
+fn init_logging(format: LogFormat) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match format {
+        LogFormat::Text => builder.format_timestamp(None),
+        LogFormat::Json => builder.format(|buf, record| {
+            use std::io::Write;
+            let line = json_log_line(
+                unix_ms(),
+                record.level().as_str(),
+                record.target(),
+                &record.args().to_string(),
+            );
+            writeln!(buf, "{line}")
+        }),
+    };
+    builder.init();
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One log record as a JSON object on one line, `ts` first (serde_json escapes any
+/// newline or quote in the strings).
+fn json_log_line(ts_ms: i64, level: &str, target: &str, msg: &str) -> String {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        "{{\"ts\":\"{}\",\"level\":{},\"target\":{},\"msg\":{}}}",
+        muxcast::stream::hls::rfc3339_ms(ts_ms),
+        text(level),
+        text(target),
+        text(msg)
+    )
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp(None)
-        .init();
-    match parse_cli() {
+    let mode = parse_cli();
+    // The file's log format is known once it is read; its errors are printed, not logged.
+    let log_format = match &mode {
+        Ok(Mode::Serve(config)) => config.log_format,
+        _ => LogFormat::default(),
+    };
+    if !matches!(mode, Ok(Mode::Run(_))) {
+        init_logging(log_format);
+    }
+    match mode {
         Ok(Mode::Done) => ExitCode::SUCCESS,
         Ok(Mode::Check(path)) => match config::load(&path) {
             Ok(config) => {
@@ -258,7 +315,10 @@ fn main() -> ExitCode {
             }
         },
         Ok(Mode::Run(path)) => match config::load(&path) {
-            Ok(config) => serve(config),
+            Ok(config) => {
+                init_logging(config.log_format);
+                serve(config)
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
@@ -424,4 +484,18 @@ fn run_server(config: ServerConfig, tx: Sender<(std::net::SocketAddr, Report)>) 
     );
     report(Report::Ready(Ok(server.shutdown_handle())));
     report(Report::Done(server.run()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_log_lines() {
+        let line = json_log_line(1_795_795_912_345, "WARN", "muxcast::server", "a \"b\"\nc");
+        assert_eq!(
+            line,
+            r#"{"ts":"2026-11-27T16:11:52.345Z","level":"WARN","target":"muxcast::server","msg":"a \"b\"\nc"}"#
+        );
+    }
 }

@@ -225,6 +225,7 @@ fn the_example_documents_every_key_with_its_default() {
         "on_demand",
         "read_token",
         "push_key",
+        "log_format",
     ] {
         assert!(
             text.lines().any(|l| l
@@ -329,7 +330,7 @@ fn unknown_keys_name_the_valid_ones_and_the_likely_one() {
             "servers = 1\n[[server]]\n{}",
             stream_ok("a", "push")
         )),
-        "muxcast.toml:1: unknown key \"servers\" (did you mean \"server\"? valid keys: defaults, server)"
+        "muxcast.toml:1: unknown key \"servers\" (did you mean \"server\"? valid keys: defaults, server, log_format)"
     );
     assert_eq!(
         error(&format!(
@@ -923,5 +924,64 @@ fn on_demand_is_for_rtsp_inputs_by_key_or_by_url() {
     assert_eq!(
         streams[1].reader_options().idle_close,
         Duration::from_secs(10)
+    );
+}
+
+// --- log_format ----------------------------------------------------------------------------
+
+#[test]
+fn log_format_is_a_top_level_key_the_example_shows_at_its_default() {
+    let c = config::load(&example_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.log_format, config::LogFormat::Text);
+    let c = parse(&format!(
+        "log_format = \"json\"\n[[server]]\n{}",
+        stream_ok("a", "push")
+    ));
+    assert_eq!(c.log_format, config::LogFormat::Json);
+    assert_eq!(
+        error(&format!(
+            "log_format = \"JSON\"\n[[server]]\n{}",
+            stream_ok("a", "push")
+        )),
+        "muxcast.toml:1: log_format: unknown log format \"JSON\" (expected text, json)"
+    );
+    assert_eq!(
+        error(&format!(
+            "[defaults]\nlog_format = \"json\"\n[[server]]\n{}",
+            stream_ok("a", "push")
+        )),
+        "muxcast.toml:2: [defaults]: key \"log_format\" is per process: put it at the top of the file, before any table"
+    );
+}
+
+#[test]
+fn a_file_with_log_format_json_logs_json_lines() {
+    let dir = scratch("log-json");
+    let path = write(
+        &dir,
+        "muxcast.toml",
+        &format!(
+            "log_format = \"json\"\n[[server]]\nlisten = \"127.0.0.1:0\"\n{}",
+            stream_ok("a", "push")
+        ),
+    );
+    let mut m = Muxcast::start(&path);
+    let addr = m.listening(1)[0];
+    assert_eq!(status_json(addr)["streams"][0]["name"], "a");
+    m.terminate();
+    let (code, log) = m.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log:#?}");
+    assert!(log.len() >= 2, "{log:#?}");
+    for line in &log {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(v[key].is_string(), "{key}: {line}");
+        }
+    }
+    assert!(
+        log.iter()
+            .any(|l| l.contains("\"msg\":\"signal 15: shutting down\"")),
+        "{log:#?}"
     );
 }

@@ -243,3 +243,161 @@ fn thousands_of_pipelined_requests_are_answered_in_order_without_recursion() {
     assert_eq!(text.matches("HTTP/1.1 405").count(), 1);
     assert!(text.trim_end().ends_with('}'), "status.json answered last");
 }
+
+// --- the web page ------------------------------------------------------------------------
+
+/// The vendored hls.js, as npm ships it, and as embedded (gzip -9n of it).
+fn vendored(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/hls.js")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// CRC-32 (IEEE), as gzip's trailer holds it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The hls.js version the interop suite pins (tests/interop/browser/package-lock.json).
+fn pinned_hls_js_version() -> String {
+    let lock = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/interop/browser/package-lock.json"),
+    )
+    .unwrap();
+    let lock: serde_json::Value = serde_json::from_slice(&lock).unwrap();
+    lock["packages"]["node_modules/hls.js"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_page_lists_every_stream_and_loads_the_embedded_hls_js() {
+    let s = start(
+        Setup::default(),
+        vec![
+            ("live", file_input("h264_aac.mkv", true)),
+            ("vp9", file_input("vp9_opus.webm", true)),
+            ("cam", Input::Push),
+        ],
+    );
+    let (status, head, body) = request(s.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("Content-Type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    let html = String::from_utf8(body).unwrap();
+    let version = pinned_hls_js_version();
+    let script = format!("assets/hls-{version}.min.js");
+    assert!(
+        html.contains(&format!("<script src=\"{script}\"></script>")),
+        "{html}"
+    );
+    for name in ["live", "vp9", "cam"] {
+        assert!(
+            html.contains(&format!("<section data-name=\"{name}\"")),
+            "{name}"
+        );
+        assert!(
+            html.contains(&format!("href=\"{name}/index.m3u8\"")),
+            "{name}"
+        );
+    }
+    // Nothing from elsewhere: every src and href is relative to the server.
+    assert!(!html.contains("http:") && !html.contains("https:") && !html.contains("//cdn"));
+
+    // The script: the vendored bytes exactly, gzip-coded, immutable under a versioned URL.
+    let gz = vendored("hls.min.js.gz");
+    let (status, head, body) = request(
+        s.addr,
+        format!("GET /{script} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        body == gz,
+        "served bytes differ from assets/hls.js/hls.min.js.gz"
+    );
+    for h in [
+        "Content-Type: text/javascript; charset=utf-8",
+        "Content-Encoding: gzip",
+        "Vary: Accept-Encoding",
+        "Cache-Control: public, max-age=31536000, immutable",
+    ] {
+        assert!(head.contains(h), "{h}: {head}");
+    }
+    // And the .gz is the npm file: gzip's trailer holds its CRC-32 and length.
+    let js = vendored("hls.min.js");
+    let trailer = &gz[gz.len() - 8..];
+    assert_eq!(
+        u32::from_le_bytes(trailer[..4].try_into().unwrap()),
+        crc32(&js)
+    );
+    assert_eq!(
+        u32::from_le_bytes(trailer[4..].try_into().unwrap()) as usize,
+        js.len()
+    );
+    assert!(
+        js.windows(version.len() + 2)
+            .any(|w| w == format!("\"{version}\"").as_bytes()),
+        "hls.min.js is not hls.js {version}"
+    );
+    assert!(
+        String::from_utf8(vendored("LICENSE"))
+            .unwrap()
+            .contains("Apache License")
+    );
+    // HEAD: the length, no body; a client that refuses gzip gets 406; an old version 404.
+    let mut c = send(
+        s.addr,
+        format!("HEAD /{script} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let (status, head, mut body) = read_head(&mut c);
+    c.read_to_end(&mut body).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        head.contains(&format!("Content-Length: {}", gz.len())),
+        "{head}"
+    );
+    assert!(body.is_empty());
+    let (status, _, _) = request(
+        s.addr,
+        format!("GET /{script} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: identity\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(status, 406);
+    let (status, _, _) = request(
+        s.addr,
+        b"GET /assets/hls-0.0.1.min.js HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+
+    // What the page's script reads: which players a stream allows.
+    let live = wait_for_stream(s.addr, "live", Duration::from_secs(10), |s| {
+        s["hls"] == true
+    });
+    assert_eq!(live["webm"], false, "H.264/AAC is not WebM");
+    let vp9 = wait_for_stream(s.addr, "vp9", Duration::from_secs(10), |s| s["hls"] == true);
+    assert_eq!(vp9["webm"], true);
+    let cam = wait_for_stream(s.addr, "cam", Duration::from_secs(5), |_| true);
+    assert_eq!(
+        (cam["hls"].clone(), cam["webm"].clone()),
+        (false.into(), false.into())
+    );
+}

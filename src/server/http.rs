@@ -32,6 +32,23 @@ pub struct Request {
     pub host: Option<String>,
     /// The Range header, as sent.
     pub range: Option<String>,
+    /// Whether a gzip-coded body is acceptable: Accept-Encoding names gzip (or `*`) with a
+    /// non-zero weight, or is absent (no preference, RFC 9110 §12.5.3).
+    pub accepts_gzip: bool,
+}
+
+/// Whether an Accept-Encoding value accepts gzip.
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut params = item.split(';');
+        let coding = params.next().unwrap_or("").trim();
+        let refused = params.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .is_some_and(|q| q.trim().parse::<f32>().map_or(true, |q| q <= 0.0))
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
 }
 
 /// A Host header value safe to put into a URL and an XML attribute.
@@ -86,6 +103,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     let mut expect_continue = false;
     let mut host = None;
     let mut range = None;
+    let mut gzip = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| ParseError::Malformed(format!("header {} is not text", h.name)))?
@@ -133,6 +151,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
             host = plausible_host(value).then(|| value.to_string());
         } else if h.name.eq_ignore_ascii_case("range") {
             range = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("accept-encoding") {
+            gzip = Some(gzip.unwrap_or(false) || accepts_gzip(value));
         }
     }
     let (raw_path, query) = match target.split_once('?') {
@@ -149,6 +169,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         expect_continue,
         host,
         range,
+        accepts_gzip: gzip.unwrap_or(true),
     }))
 }
 
@@ -188,6 +209,12 @@ pub fn valid_stream_name(name: &str) -> bool {
 /// What a path names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
+    /// `/`: the web page listing the streams, with a player each.
+    Page,
+    /// `/assets/hls-VERSION.min.js`: the embedded hls.js.
+    HlsJs,
+    /// `/metrics`: Prometheus text exposition.
+    Metrics,
     Status,
     LiveMkv {
         stream: String,
@@ -293,8 +320,13 @@ pub fn route(raw_path: &str) -> Route {
         return Route::NotFound;
     }
     let (name, leaf) = match segments.as_slice() {
+        [only] if only.is_empty() => return Route::Page,
         [only] if only == "status.json" => return Route::Status,
+        [only] if only == "metrics" => return Route::Metrics,
         [only] if only == "time" => return Route::Time,
+        [dir, leaf] if dir == "assets" && leaf == super::page::HLS_JS_FILE => {
+            return Route::HlsJs;
+        }
         [name, leaf] => (name.as_str(), leaf.as_str()),
         [name, rendition, leaf] => {
             let ok = valid_stream_name(name)
@@ -437,6 +469,51 @@ mod tests {
             Some("2")
         );
         assert_eq!(query_param("_HLS_skip=YES", "_HLS_msn"), None);
+    }
+
+    #[test]
+    fn page_metrics_and_asset_routes() {
+        assert_eq!(route("/"), Route::Page);
+        assert_eq!(route("/metrics"), Route::Metrics);
+        assert_eq!(route("/assets/hls-1.7.4.min.js"), Route::HlsJs);
+        assert_eq!(route("/assets/hls.min.js"), Route::NotFound);
+        assert_eq!(route("/assets/../assets/hls-1.7.4.min.js"), Route::NotFound);
+        // A stream may still be named like a page path.
+        assert_eq!(
+            route("/assets/live.mkv"),
+            Route::LiveMkv {
+                stream: "assets".into(),
+                webm: false
+            }
+        );
+        assert_eq!(
+            route("/metrics/index.m3u8"),
+            Route::HlsMultivariant {
+                stream: "metrics".into()
+            }
+        );
+    }
+
+    #[test]
+    fn accept_encoding() {
+        let gz = |v: Option<&str>| {
+            let head = match v {
+                Some(v) => format!("GET / HTTP/1.1\r\nAccept-Encoding: {v}\r\n\r\n"),
+                None => "GET / HTTP/1.1\r\n\r\n".to_string(),
+            };
+            parse_request(head.as_bytes())
+                .unwrap()
+                .unwrap()
+                .accepts_gzip
+        };
+        assert!(gz(None));
+        assert!(gz(Some("gzip, deflate, br, zstd")));
+        assert!(gz(Some("br;q=1.0, GZIP;q=0.5")));
+        assert!(gz(Some("*")));
+        assert!(!gz(Some("identity")));
+        assert!(!gz(Some("gzip;q=0")));
+        assert!(!gz(Some("gzip;q=0.000, br")));
+        assert!(!gz(Some("")));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 mod hls;
 pub mod http;
+mod metrics;
+mod page;
 pub mod response;
 mod status;
 
@@ -30,6 +32,7 @@ use crate::stream::rendition::Rendition;
 use crate::stream::segment_file::SegmentFile;
 use crate::stream::{Demand, InputState, LoopNotify, Update};
 use http::{BodyFraming, Method, Request, Route};
+use metrics::{MediaKind, Rejection, RequestClass};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -119,6 +122,25 @@ struct StreamStats {
     rate_started: Option<Instant>,
     rate_bytes: u64,
     bitrate_bps: u64,
+    /// Frames from the input (one live-MKV chunk each).
+    frames: u64,
+    /// Reconnects the reader scheduled (each `Reconnecting` state it reported).
+    reconnects: u64,
+    /// Segments published, per rendition id, in order of appearance.
+    segments: Vec<(String, u64)>,
+    /// HLS/DASH requests naming the stream, by [`MediaKind`].
+    requests: [u64; metrics::MEDIA_KINDS.len()],
+}
+
+impl StreamStats {
+    /// The ingest bitrate of the last measuring window (~5 s), or 0 when nothing has
+    /// arrived for a while (a window is closed only by the chunk that follows it).
+    fn ingest_bps(&self, now: Instant) -> u64 {
+        match self.rate_started {
+            Some(t) if now.duration_since(t) <= Duration::from_secs(10) => self.bitrate_bps,
+            _ => 0,
+        }
+    }
 }
 
 struct StreamSlot {
@@ -189,6 +211,9 @@ struct Conn {
     request_started: Instant,
     /// Set when a write hit WouldBlock with data pending; cleared by any progress.
     blocked_since: Option<Instant>,
+    /// A request of this connection was answered: an empty head that times out later is
+    /// an idle keep-alive, not a slow client.
+    answered: bool,
     close_when_flushed: bool,
     /// Answered a request this round and may have more input: served again from
     /// `Server::deferred` after the other ready connections, not back to back.
@@ -241,6 +266,8 @@ pub struct Server {
     /// Where reads land before they are appended to a connection's input (one buffer,
     /// zeroed once, not a fresh array per read).
     read_buf: Box<[u8; READ_CHUNK]>,
+    /// Server-wide counters for `/metrics`.
+    counters: metrics::Counters,
 }
 
 impl Server {
@@ -271,6 +298,7 @@ impl Server {
             deferred: Vec::new(),
             per_ip: HashMap::new(),
             read_buf: Box::new([0; READ_CHUNK]),
+            counters: metrics::Counters::default(),
         })
     }
 
@@ -464,14 +492,22 @@ impl Server {
                 }
             };
             let from_peer = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-            let refusal: Option<&[u8]> = if self.conns.len() >= self.options.max_clients {
-                Some(b"503 Service Unavailable: too many clients\n")
-            } else if from_peer >= self.options.max_clients_per_ip {
-                Some(b"503 Service Unavailable: too many connections from your address\n")
-            } else {
-                None
-            };
-            if let Some(body) = refusal {
+            let refusal: Option<(&[u8], Rejection)> =
+                if self.conns.len() >= self.options.max_clients {
+                    Some((
+                        b"503 Service Unavailable: too many clients\n",
+                        Rejection::TooManyClients,
+                    ))
+                } else if from_peer >= self.options.max_clients_per_ip {
+                    Some((
+                        b"503 Service Unavailable: too many connections from your address\n",
+                        Rejection::PerAddressCap,
+                    ))
+                } else {
+                    None
+                };
+            if let Some((body, cause)) = refusal {
+                self.counters.reject(cause);
                 let msg = response::finite(
                     503,
                     "text/plain; charset=utf-8",
@@ -481,7 +517,9 @@ impl Server {
                     "Retry-After: 5\r\n",
                 );
                 // Best effort on a fresh socket: the kernel buffer takes this at once.
-                let _ = socket.write(&msg);
+                if let Ok(n) = socket.write(&msg) {
+                    self.counters.bytes_out += n as u64;
+                }
                 debug!(
                     "{peer}: refused, {} clients connected, {from_peer} from its address",
                     self.conns.len()
@@ -503,6 +541,7 @@ impl Server {
                 continue;
             }
             *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+            self.counters.accepted += 1;
             entry.insert(Conn {
                 ip: peer.ip(),
                 socket,
@@ -512,6 +551,7 @@ impl Server {
                 phase: Phase::Request,
                 request_started: Instant::now(),
                 blocked_since: None,
+                answered: false,
                 close_when_flushed: false,
                 deferred: false,
                 file_out: None,
@@ -623,10 +663,11 @@ impl Server {
             Ok(Some(r)) => r,
             Ok(None) => return Flow::Open,
             Err(e) => {
-                let status = match e {
-                    http::ParseError::TooLarge => 431,
-                    http::ParseError::Malformed(_) => 400,
+                let (status, cause) = match e {
+                    http::ParseError::TooLarge => (431, Rejection::HeaderTooLarge),
+                    http::ParseError::Malformed(_) => (400, Rejection::BadRequest),
                 };
+                self.counters.reject(cause);
                 debug!("bad request: {e}");
                 conn.inbuf.clear();
                 self.respond(
@@ -653,6 +694,13 @@ impl Server {
     fn handle(&mut self, token: Token, req: Request) -> Flow {
         let head_only = req.method == Method::Head;
         let route = http::route(&req.path);
+        let (class, media) = request_class(&route);
+        self.counters.request(class);
+        if let Some((name, kind)) = media
+            && let Some(slot) = self.streams.iter_mut().find(|s| s.name == name)
+        {
+            slot.stats.requests[kind as usize] += 1;
+        }
         let body_follows = !matches!(req.body, BodyFraming::None | BodyFraming::Length(0));
         let keep_alive = req.keep_alive && !body_follows && self.shutting_down.is_none();
         let is_ingest = matches!(route, Route::Ingest { .. });
@@ -661,6 +709,7 @@ impl Server {
         let handoff = is_ingest && matches!(req.method, Method::Put | Method::Post);
         if !handoff && let Some(conn) = self.conns.get_mut(token.0) {
             conn.inbuf.drain(..req.header_len.min(conn.inbuf.len()));
+            conn.answered = true;
         }
         let allowed = if is_ingest {
             matches!(req.method, Method::Put | Method::Post | Method::Options)
@@ -668,6 +717,7 @@ impl Server {
             matches!(req.method, Method::Get | Method::Head | Method::Options)
         };
         if route == Route::NotFound {
+            self.counters.reject(Rejection::NotFound);
             let r = response::error(
                 404,
                 &format!("no such resource {}", req.path),
@@ -678,6 +728,7 @@ impl Server {
             return Flow::Open;
         }
         if !allowed {
+            self.counters.reject(Rejection::MethodNotAllowed);
             let r = response::error(405, "method not allowed here", keep_alive, head_only);
             self.respond(token, r, keep_alive);
             return Flow::Open;
@@ -687,6 +738,57 @@ impl Server {
             return Flow::Open;
         }
         match route {
+            Route::Page => {
+                let body = page::render(self.streams.iter().map(|s| s.name.as_str()));
+                let r = response::finite(
+                    200,
+                    "text/html; charset=utf-8",
+                    body.as_bytes(),
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+                self.respond(token, r, keep_alive);
+                Flow::Open
+            }
+            Route::HlsJs => {
+                // Stored gzip-coded (see `page::HLS_JS_GZ`); every browser takes that.
+                let answer = if req.accepts_gzip {
+                    hls::Answer {
+                        status: 200,
+                        content_type: "text/javascript; charset=utf-8",
+                        cache_control: "public, max-age=31536000, immutable",
+                        body: vec![Bytes::from_static(page::HLS_JS_GZ)],
+                        file: None,
+                    }
+                } else {
+                    hls::Answer::error_for(
+                        406,
+                        "this script is served gzip-coded only: send Accept-Encoding: gzip".into(),
+                    )
+                };
+                self.answer_with(
+                    token,
+                    answer,
+                    "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n",
+                    keep_alive,
+                    head_only,
+                );
+                Flow::Open
+            }
+            Route::Metrics => {
+                let body = metrics::render(self, Instant::now());
+                let r = response::finite(
+                    200,
+                    metrics::CONTENT_TYPE,
+                    body.as_bytes(),
+                    keep_alive,
+                    head_only,
+                    "",
+                );
+                self.respond(token, r, keep_alive);
+                Flow::Open
+            }
             Route::Status => {
                 let body = status::render(&self.streams, self.started, self.conns.len());
                 let r = response::finite(
@@ -881,15 +983,40 @@ impl Server {
     fn answer_range(
         &mut self,
         token: Token,
+        answer: hls::Answer,
+        range: Option<&str>,
+        keep_alive: bool,
+        head_only: bool,
+    ) {
+        self.answer_full(token, answer, range, "", keep_alive, head_only);
+    }
+
+    /// Sends `answer` with more header lines (each ending in CRLF) when it is a 200.
+    fn answer_with(
+        &mut self,
+        token: Token,
+        answer: hls::Answer,
+        extra: &str,
+        keep_alive: bool,
+        head_only: bool,
+    ) {
+        let extra = if answer.status == 200 { extra } else { "" };
+        self.answer_full(token, answer, None, extra, keep_alive, head_only);
+    }
+
+    fn answer_full(
+        &mut self,
+        token: Token,
         mut answer: hls::Answer,
         range: Option<&str>,
+        extra_headers: &str,
         keep_alive: bool,
         head_only: bool,
     ) {
         let mut len: usize = answer.body.iter().map(Bytes::len).sum();
         let whole = len as u64;
         let mut file_range = 0..whole;
-        let mut extra = String::new();
+        let mut extra = extra_headers.to_string();
         if answer.status == 200 && answer.content_type == "video/mp4" {
             extra.push_str("Accept-Ranges: bytes\r\n");
             match response::range_ask(range, len as u64) {
@@ -908,6 +1035,9 @@ impl Server {
                     len = 0;
                 }
             }
+        }
+        if let Some(cause) = Rejection::of_status(answer.status) {
+            self.counters.reject(cause);
         }
         let head = response::head(
             answer.status,
@@ -960,12 +1090,14 @@ impl Server {
 
     fn start_live(&mut self, token: Token, name: &str, webm: bool, head_only: bool) -> Flow {
         let Some(id) = self.find_stream(name) else {
+            self.counters.reject(Rejection::NotFound);
             let r = response::error(404, &format!("no stream named {name:?}"), false, head_only);
             self.respond(token, r, false);
             return Flow::Open;
         };
         let slot = &self.streams[id];
         if slot.over {
+            self.counters.reject(Rejection::NotFound);
             let why = slot.error.as_deref().unwrap_or("the input has ended");
             let r = response::error(
                 404,
@@ -1012,11 +1144,13 @@ impl Server {
             .find_stream(name)
             .and_then(|id| self.streams[id].push.clone());
         let Some(push) = push else {
+            self.counters.reject(Rejection::NotFound);
             let r = response::error(404, &format!("no push stream named {name:?}"), false, false);
             self.respond(token, r, false);
             return Flow::Open;
         };
         if push.active.swap(true, Ordering::SeqCst) {
+            self.counters.reject(Rejection::Conflict);
             let r = response::error(
                 409,
                 &format!("stream {name:?} already has a pusher"),
@@ -1126,6 +1260,7 @@ impl Server {
                     Ok(0) => return Flow::Close,
                     Ok(n) => {
                         conn.blocked_since = None;
+                        self.counters.bytes_out += n as u64;
                         if let Phase::Live(c) = &conn.phase {
                             self.streams[c.stream].stats.bytes_sent += n as u64;
                         }
@@ -1143,8 +1278,9 @@ impl Server {
             if let Some(file_out) = &mut conn.file_out {
                 match send_file(&conn.socket, file_out) {
                     Ok(0) => return Flow::Close,
-                    Ok(_) => {
+                    Ok(n) => {
                         conn.blocked_since = None;
+                        self.counters.bytes_out += n as u64;
                         if file_out.offset >= file_out.end {
                             conn.file_out = None;
                         }
@@ -1174,6 +1310,10 @@ impl Server {
                     let slot = &mut self.streams[cursor.stream];
                     match live_step(cursor, slot, &mut conn.out) {
                         LiveStep::Queued => continue,
+                        LiveStep::NotWebm => {
+                            self.counters.reject(Rejection::NotFound);
+                            continue;
+                        }
                         LiveStep::Write => {}
                         LiveStep::Wait => return Flow::Open,
                         LiveStep::End => return Flow::Close,
@@ -1206,6 +1346,7 @@ impl Server {
                         Ok(n) => {
                             conn.blocked_since = None;
                             slot.stats.bytes_sent += n as u64;
+                            self.counters.bytes_out += n as u64;
                             if cursor.finishing && cursor.offset == 0 {
                                 return Flow::Close;
                             }
@@ -1292,6 +1433,9 @@ impl Server {
                     if state == InputState::Live && slot.live_since.is_none() {
                         slot.live_since = Some(Instant::now());
                     }
+                    if let InputState::Reconnecting(_) = state {
+                        slot.stats.reconnects += 1;
+                    }
                     if state == InputState::Idle {
                         // An on-demand input hung up: what it published is stale. The
                         // next viewer waits for the first keyframe of the next session
@@ -1308,13 +1452,14 @@ impl Server {
                     pts_ns,
                     flush,
                 } => {
+                    let now = Instant::now();
                     if flush {
                         slot.unflushed_since = None;
                     } else {
-                        slot.unflushed_since.get_or_insert_with(Instant::now);
+                        slot.unflushed_since.get_or_insert(now);
                     }
-                    let now = Instant::now();
                     let stats = &mut slot.stats;
+                    stats.frames += 1;
                     stats.bytes_in += bytes.len() as u64;
                     stats.rate_bytes += bytes.len() as u64;
                     let started = *stats.rate_started.get_or_insert(now);
@@ -1466,11 +1611,24 @@ impl Server {
         for (key, conn) in self.conns.iter() {
             let timed_out = match conn.phase {
                 Phase::Request => {
-                    now.duration_since(conn.request_started) > self.options.header_timeout
+                    let late =
+                        now.duration_since(conn.request_started) > self.options.header_timeout;
+                    // An idle keep-alive connection ends so too, and is no rejection.
+                    let idle = conn.answered && conn.inbuf.is_empty();
+                    if late && !idle {
+                        self.counters.reject(Rejection::HeaderTimeout);
+                    }
+                    late
                 }
-                _ => conn
-                    .blocked_since
-                    .is_some_and(|t| now.duration_since(t) > self.options.client_timeout),
+                _ => {
+                    let stuck = conn
+                        .blocked_since
+                        .is_some_and(|t| now.duration_since(t) > self.options.client_timeout);
+                    if stuck {
+                        self.counters.reject(Rejection::ClientTimeout);
+                    }
+                    stuck
+                }
             };
             if timed_out {
                 expired.push(Token(key));
@@ -1610,6 +1768,48 @@ fn raise_backlog(listener: &TcpListener) -> io::Result<()> {
     }
 }
 
+/// What a request asks for, as `/metrics` counts it, and for an HLS/DASH resource, the
+/// stream it names and which kind of resource.
+fn request_class(route: &Route) -> (RequestClass, Option<(&str, MediaKind)>) {
+    let class = match route {
+        Route::Page => RequestClass::Page,
+        Route::HlsJs => RequestClass::Asset,
+        Route::Metrics => RequestClass::Metrics,
+        Route::Status => RequestClass::Status,
+        Route::Time => RequestClass::Time,
+        Route::LiveMkv { .. } => RequestClass::Live,
+        Route::Ingest { .. } => RequestClass::Ingest,
+        Route::HlsRedirect { .. } | Route::DashRedirect { .. } => RequestClass::Redirect,
+        Route::NotFound => RequestClass::Other,
+        Route::HlsMultivariant { stream } => {
+            return (
+                RequestClass::Playlist,
+                Some((stream.as_str(), MediaKind::Playlist)),
+            );
+        }
+        Route::DashManifest { stream } => {
+            return (
+                RequestClass::Manifest,
+                Some((stream.as_str(), MediaKind::Manifest)),
+            );
+        }
+        Route::HlsRendition {
+            stream, resource, ..
+        } => {
+            let (class, kind) = match resource {
+                http::HlsResource::Playlist => (RequestClass::Playlist, MediaKind::Playlist),
+                http::HlsResource::Init(_) => (RequestClass::Init, MediaKind::Init),
+                http::HlsResource::Segment(_) | http::HlsResource::SegmentAt(_) => {
+                    (RequestClass::Segment, MediaKind::Segment)
+                }
+                http::HlsResource::Part(..) => (RequestClass::Part, MediaKind::Part),
+            };
+            return (class, Some((stream.as_str(), kind)));
+        }
+    };
+    (class, None)
+}
+
 fn stream_hls_options(slot: &StreamSlot, server: &HlsOptions) -> HlsOptions {
     HlsOptions {
         part_target_s: slot.part_target_s.unwrap_or(server.part_target_s),
@@ -1664,6 +1864,11 @@ fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
                 r.push_part(msn, part, starts_segment, program_date_time_ms);
                 if ends_segment {
                     r.close_segment();
+                    let segments = &mut slot.stats.segments;
+                    match segments.iter_mut().find(|(id, _)| *id == r.info.id) {
+                        Some((_, n)) => *n += 1,
+                        None => segments.push((r.info.id.clone(), 1)),
+                    }
                 }
             }
         }
@@ -1689,6 +1894,8 @@ fn advance_queue(queue: &mut VecDeque<Bytes>, offset: &mut usize, mut n: usize) 
 enum LiveStep {
     /// Something (head, header) was queued in `out`.
     Queued,
+    /// A 404 was queued: the stream is not WebM.
+    NotWebm,
     /// The cursor has chunks to write.
     Write,
     Wait,
@@ -1731,7 +1938,7 @@ fn live_step(
                     out.push_back(response::error(404, &msg, false, false));
                     cursor.started = true;
                     cursor.finishing = true;
-                    return LiveStep::Queued;
+                    return LiveStep::NotWebm;
                 }
             }
         } else {

@@ -49,11 +49,7 @@ fn stream_json(s: &StreamSlot) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let state = if s.over {
-        if s.error.is_some() { "failed" } else { "ended" }
-    } else {
-        s.state.label()
-    };
+    let state = state_label(s);
     let detail = match (&s.error, &s.state) {
         (Some(e), _) => Some(e.clone()),
         (None, crate::stream::InputState::Reconnecting(why)) => Some(why.clone()),
@@ -65,7 +61,7 @@ fn stream_json(s: &StreamSlot) -> Value {
         "state": state,
         "detail": detail,
         "tracks": tracks,
-        "bitrate_bps": s.stats.bitrate_bps,
+        "bitrate_bps": s.stats.ingest_bps(Instant::now()),
         "bytes_in": s.stats.bytes_in,
         "gops_held": s.log.gops_held(),
         "window_bytes": s.log.window_bytes(),
@@ -74,5 +70,22 @@ fn stream_json(s: &StreamSlot) -> Value {
         "clients_total": s.stats.clients_total,
         "bytes_sent": s.stats.bytes_sent,
         "gops_skipped": s.stats.gops_skipped,
+        "frames": s.stats.frames,
+        "reconnects": s.stats.reconnects,
+        "segments": s.stats.segments.iter().map(|(_, n)| n).max().copied().unwrap_or(0),
+        "http_requests": s.stats.requests.iter().sum::<u64>(),
+        // What the web page can play: HLS (and DASH) once renditions exist, live WebM
+        // when every track is a WebM codec.
+        "hls": !s.renditions.is_empty(),
+        "webm": s.log.headers.as_ref().is_some_and(|h| h.webm.is_some()),
     })
+}
+
+/// The state shown for a stream: its input's, or how it ended.
+pub(super) fn state_label(s: &StreamSlot) -> &'static str {
+    if s.over {
+        if s.error.is_some() { "failed" } else { "ended" }
+    } else {
+        s.state.label()
+    }
 }

@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import urllib.parse
+import urllib.request
 import signal
 import socket
 import statistics
@@ -1403,6 +1404,111 @@ def check_m(ctx):
     rc = srv.stop()
     check("m.exit muxcast exits 0 on SIGTERM, nginx 0 on SIGQUIT", rc == 0 and rc_n == 0, f"muxcast {rc}, nginx {rc_n}",
           ngx.error_tail())
+
+
+def page_run(ctx, name, url, plays, seconds):
+    """Runs tests/interop/browser/page.mjs on muxcast's own page; returns its JSON report."""
+    argv = ["node", BROWSER_DIR / "page.mjs", "--url", url, "--seconds", seconds, "--chromium", CHROMIUM,
+            "--screenshot", ctx.workdir / f"{name}.png"]
+    for p in plays:
+        argv += ["--play", p]
+    r = run(argv, timeout=seconds + 90, cwd=BROWSER_DIR)
+    (ctx.workdir / f"{name}.stderr").write_text(r.stderr)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise CheckFailed(f"page.mjs exited {r.returncode}: {r.stderr.strip()[-400:]}")
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    (ctx.workdir / f"{name}.json").write_text(json.dumps(rep, indent=1))
+    return rep
+
+
+@register("n", "the web page (GET /) in headless Chromium: offline, hls.js from the binary plays, live WebM plays")
+def check_n(ctx):
+    import gzip
+    need_browser()
+    srv = Muxcast(ctx, "n-server", ["--loop", f"live={td('h264_aac.mkv')}", f"vp9={td('vp9_opus.webm')}"])
+    srv.wait_state("live")
+    srv.wait_state("vp9")
+
+    # The embedded script is the npm package's file that the other browser checks use.
+    code, headers, html = http_get(srv.url("/"))
+    src = re.search(rb'<script src="(assets/hls-([\d.]+)\.min\.js)">', html)
+    npm = BROWSER_DIR / "node_modules" / "hls.js"
+    pinned = json.loads((npm / "package.json").read_text())["version"]
+    served = None
+    if src:
+        # As a browser asks (urllib alone says Accept-Encoding: identity, which gets a 406).
+        req = urllib.request.Request(srv.url("/" + src.group(1).decode()), headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            h2, body = dict(r.headers), r.read()
+        served = gzip.decompress(body) if h2.get("Content-Encoding") == "gzip" else body
+    check("n.script GET / names a versioned hls.js that the server serves, byte for byte npm's dist/hls.min.js "
+          "of the version the interop suite pins",
+          code == 200 and src and src.group(2).decode() == pinned and served == (npm / "dist/hls.min.js").read_bytes(),
+          f"page {code} {headers.get('Content-Type')}, script {src.group(1).decode() if src else None}, "
+          f"pinned hls.js {pinned}, served {len(served) if served else None} bytes "
+          f"({h2.get('Content-Encoding') if src else None}, {h2.get('Cache-Control') if src else None})")
+
+    time.sleep(2.0)  # a full segment in the window before the page starts its players
+    seconds = 12
+    try:
+        rep = page_run(ctx, "n-page", srv.url("/"), ["live:auto", "vp9:webm"], seconds)
+    except CheckFailed as e:
+        check("n.play the page plays its streams", False, str(e), srv.log_tail(5))
+        srv.stop()
+        return
+    req = rep["requests"]
+    common = []
+    for e in rep["page_errors"]:
+        common.append("page error: " + e)
+    for u in req["off_loopback"]:
+        common.append(f"request off loopback: {u}")
+    for e in req["http_errors"]:
+        common.append(f"HTTP {e['status']} for {e['url']}")
+    for e in req["failed"]:
+        # Switching a card from HLS to WebM aborts the HLS requests in flight.
+        if e["error"] != "net::ERR_ABORTED":
+            common.append(f"request failed: {e['url']} ({e['error']})")
+    check("n.offline the page and its players made no request off 127.0.0.1, no page error, no HTTP error",
+          not common, f"{req['total']} requests: {json.dumps(req['by_path'])[:400]}", common[:12] + rep["console"][:5])
+    script = req.get("script") or {}
+    check("n.script-headers the page loaded hls.js gzip-coded and immutable",
+          script.get("status") == 200 and script.get("encoding") == "gzip" and "immutable" in (script.get("cache") or ""),
+          json.dumps(script))
+
+    want = {"live": ("hls.js " + pinned, "h264, aac", "hls.js (auto, the page's choice)"),
+            "vp9": ("live WebM", "vp9, opus", "live WebM in a plain <video> (the card's WebM button)")}
+    for name, (player, codecs, title) in want.items():
+        st = rep["streams"].get(name, {})
+        last = st.get("last") or {}
+        problems = []
+        if not st.get("started"):
+            problems.append(f"never played: {json.dumps(st)[:400]}")
+        if last.get("player") != player:
+            problems.append(f"player {last.get('player')!r}, expected {player!r}")
+        if st.get("currentTime_advance_s", 0) < 0.8 * seconds:
+            problems.append(f"currentTime advanced {st.get('currentTime_advance_s', 0):.1f}s in {seconds}s")
+        if st.get("frames_decoded", 0) < 0.8 * 25 * seconds:
+            problems.append(f"{st.get('frames_decoded', 0)} frames decoded in {seconds}s")
+        if last.get("error"):
+            problems.append(f"video error {last['error']}")
+        if last.get("state") != "live" or last.get("codecs") != codecs or "bit/s" not in (last.get("bitrate") or "") \
+                or "\u00d7" not in (last.get("resolution") or "") or "live MKV/WebM" not in (last.get("viewers") or ""):
+            problems.append(f"card shows state {last.get('state')!r}, codecs {last.get('codecs')!r}, "
+                            f"resolution {last.get('resolution')!r}, bitrate {last.get('bitrate')!r}, "
+                            f"viewers {last.get('viewers')!r}")
+        check(f"n.{name} {title} plays on the page: currentTime advances, frames decoded, the card shows the stream",
+              not problems,
+              f"{last.get('player')}: playing after {st.get('startup_s')}s, currentTime +{st.get('currentTime_advance_s', 0):.1f}s "
+              f"and {st.get('frames_decoded', 0)} frames in {st.get('wall_s', 0):.1f}s; card: {last.get('state')}, "
+              f"{last.get('codecs')}, {last.get('resolution')}, {last.get('bitrate')}, {last.get('viewers')}",
+              problems + rep["console"][:5])
+    # While the WebM player was on, the server counted it as a live viewer.
+    code, _, metrics = http_get(srv.url("/metrics"))
+    seen = re.search(rb'^muxcast_stream_viewers_total\{stream="vp9"\} (\d+)$', metrics, re.M)
+    check("n.metrics /metrics counted the page's WebM viewer", code == 200 and seen and int(seen.group(1)) >= 1,
+          f"/metrics {code}: {seen.group(0).decode() if seen else 'no muxcast_stream_viewers_total for vp9'}")
+    rc = srv.stop()
+    check("n.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}")
 
 
 # ---------------------------------------------------------------------------------------
