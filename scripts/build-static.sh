@@ -17,8 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target=x86_64-unknown-linux-gnu
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target" >&2
-bin="$CARGO_TARGET_DIR/$target/release/muxcast"
+    cargo build --profile dist --locked --target "$target" >&2
+bin="$CARGO_TARGET_DIR/$target/dist/muxcast"
 out="$CARGO_TARGET_DIR/muxcast-static"
 cp "$bin" "$out"
 strip "$out"
