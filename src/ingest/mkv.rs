@@ -762,9 +762,19 @@ impl MkvDemuxer {
             return self.corrupt(why, true);
         };
 
-        let element = self.buf.split_to(total).freeze();
+        let element = self.buf.split_to(total);
         self.pos = self.pos.saturating_add(total as u64);
-        let block_body = element.slice(block_range);
+        // One frame (no lacing, the common case) is the element cut down to it: no
+        // reference counting for intermediate slices.
+        let (mut single, block_body) = match self.laces.as_slice() {
+            [range] => {
+                let mut e = element;
+                e.advance(block_range.start + range.start);
+                e.truncate(range.len());
+                (Some(e.freeze()), Bytes::new())
+            }
+            _ => (None, element.freeze().slice(block_range)),
+        };
 
         let scale = self.timestamp_scale;
         let pts = timestamp_ns(cluster_ts, header.timecode, scale);
@@ -789,7 +799,10 @@ impl MkvDemuxer {
                 let scaled = block_duration.map(|d| d.saturating_mul(scale));
                 (pts, scaled.or(default_duration))
             };
-            let payload = block_body.slice(range.clone());
+            let payload = match single.take() {
+                Some(frame) => frame,
+                None => block_body.slice(range.clone()),
+            };
             let data = match &track.frame_prefix {
                 None => payload,
                 Some(prefix) => {

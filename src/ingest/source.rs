@@ -150,7 +150,8 @@ impl Pacer {
         }
     }
 
-    fn wait(&mut self, pts: i64) {
+    /// Sleeps until the frame at `pts` is due, calling `before_sleep` first if it must.
+    fn wait(&mut self, pts: i64, before_sleep: impl FnOnce()) {
         let first = *self.first_pts.get_or_insert(pts);
         let due_ns = pts.saturating_sub(first).saturating_sub(self.prefill_ns);
         if due_ns <= 0 {
@@ -159,6 +160,7 @@ impl Pacer {
         let due = self.start + Duration::from_nanos(due_ns as u64);
         let now = Instant::now();
         if due > now {
+            before_sleep();
             thread::sleep(due - now);
         }
     }
@@ -166,7 +168,24 @@ impl Pacer {
 
 /// Demuxes `reader` to the end (or the first error), publishing as it goes. Returns the
 /// number of frames published.
+///
+/// What one read of the input produces goes to the event loop as one batch, sent before
+/// the next read or pacing sleep (either may block): unpaced input of small frames
+/// otherwise costs a channel message per frame and per part.
 fn pump(
+    reader: &mut dyn Read,
+    publisher: &mut Publisher,
+    pacer: Option<&mut Pacer>,
+    limits: &DemuxLimits,
+    label: &str,
+) -> Result<u64, PassError> {
+    publisher.set_batching(true);
+    let result = pump_batched(reader, publisher, pacer, limits, label);
+    publisher.set_batching(false);
+    result
+}
+
+fn pump_batched(
     reader: &mut dyn Read,
     publisher: &mut Publisher,
     mut pacer: Option<&mut Pacer>,
@@ -198,7 +217,7 @@ fn pump(
                 if let Some(pts) = publisher.frame(frame) {
                     frames += 1;
                     if let Some(p) = pacer.as_deref_mut() {
-                        p.wait(pts);
+                        p.wait(pts, || publisher.flush());
                     }
                 }
             }
@@ -209,12 +228,16 @@ fn pump(
                 publisher.resync();
             }
             None if eof => return Ok(frames),
-            None => match reader.read(&mut buf) {
-                Ok(0) => eof = true,
-                Ok(n) => demux.feed(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            },
+            None => {
+                // The read may block: what the last one produced goes out first.
+                publisher.flush();
+                match reader.read(&mut buf) {
+                    Ok(0) => eof = true,
+                    Ok(n) => demux.feed(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::arena::Arena;
 use crate::media::{Track, TrackKind};
 
 const EBML: u32 = 0x1A45_DFA3;
@@ -75,10 +76,7 @@ fn put_id(out: &mut BytesMut, id: u32) {
 /// Writes `size` as the shortest EBML VINT that can hold it (never the all-ones pattern,
 /// which means "unknown").
 fn put_size(out: &mut BytesMut, size: u64) {
-    let mut len = 1;
-    while len < 8 && size >= (1u64 << (7 * len)) - 1 {
-        len += 1;
-    }
+    let len = size_len(size);
     let marked = size | (1u64 << (7 * len));
     out.put_slice(&marked.to_be_bytes()[8 - len..]);
 }
@@ -207,14 +205,35 @@ pub fn put_simple_block(
     keyframe: bool,
     data: &[u8],
 ) {
-    let mut head = BytesMut::with_capacity(12);
-    put_size(&mut head, track_index as u64 + 1);
-    head.put_i16(relative_ms);
-    head.put_u8(if keyframe { 0x80 } else { 0 });
-    put_id(out, SIMPLE_BLOCK);
-    put_size(out, (head.len() + data.len()) as u64);
-    out.put_slice(&head);
+    put_simple_block_head(out, track_index, relative_ms, keyframe, data.len());
     out.put_slice(data);
+}
+
+/// The bytes of a SimpleBlock before its frame of `data_len` bytes.
+fn put_simple_block_head(
+    out: &mut BytesMut,
+    track_index: usize,
+    relative_ms: i16,
+    keyframe: bool,
+    data_len: usize,
+) {
+    let track = track_index as u64 + 1;
+    // The track number's VINT, the 16-bit timestamp and the flags byte.
+    let head_len = size_len(track) + 3;
+    put_id(out, SIMPLE_BLOCK);
+    put_size(out, (head_len + data_len) as u64);
+    put_size(out, track);
+    out.put_i16(relative_ms);
+    out.put_u8(if keyframe { 0x80 } else { 0 });
+}
+
+/// The length of `size` written by [`put_size`].
+fn size_len(size: u64) -> usize {
+    let mut len = 1;
+    while len < 8 && size >= (1u64 << (7 * len)) - 1 {
+        len += 1;
+    }
+    len
 }
 
 /// Why a Cluster boundary is needed before a frame.
@@ -236,7 +255,15 @@ pub struct ClusterWriter {
     primary_video: Option<usize>,
     need_keyframe: bool,
     kinds: Vec<TrackKind>,
+    /// A frame's Cluster start and block header, before they go into `arena`.
+    head: BytesMut,
+    /// Where written frames are kept: many small frames share one allocation.
+    arena: Arena,
 }
+
+/// Written frames are carved out of blocks of this size (frames over an eighth of it get
+/// their own buffer).
+const ARENA_BLOCK: usize = 64 * 1024;
 
 /// One written frame: its bytes, and whether it starts a GOP.
 pub struct WrittenFrame {
@@ -252,6 +279,8 @@ impl ClusterWriter {
             primary_video: tracks.iter().position(|t| t.kind() == TrackKind::Video),
             need_keyframe: false,
             kinds: tracks.iter().map(Track::kind).collect(),
+            head: BytesMut::with_capacity(64),
+            arena: Arena::new(ARENA_BLOCK),
         }
     }
 
@@ -298,20 +327,22 @@ impl ClusterWriter {
             let rel = pts_ms - start as i64;
             (rel > i16::MAX as i64 || rel < i16::MIN as i64).then_some(Cut::Overflow)
         };
-        let mut out = BytesMut::with_capacity(data.len() + 32);
+        let head = &mut self.head;
+        head.clear();
         if cut.is_some() {
-            put_cluster_start(&mut out, clamped);
+            put_cluster_start(head, clamped);
             self.cluster_ms = Some(clamped);
         }
         let start = self.cluster_ms? as i64;
         let rel = (pts_ms - start).clamp(i16::MIN as i64, i16::MAX as i64) as i16;
         // Every audio frame is a random access point; say so, as muxers do.
         let key = keyframe || Some(track) != self.primary_video;
-        put_simple_block(&mut out, track, rel, key, data);
-        Some(WrittenFrame {
-            bytes: out.freeze(),
-            starts_gop,
-        })
+        put_simple_block_head(head, track, rel, key, data.len());
+        let bytes = self.arena.write(head.len() + data.len(), |out| {
+            out.extend_from_slice(head);
+            out.extend_from_slice(data);
+        });
+        Some(WrittenFrame { bytes, starts_gop })
     }
 }
 

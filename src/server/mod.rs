@@ -1419,10 +1419,26 @@ impl Server {
         // sent before it is drained below.
         self.wake_pending.store(false, Ordering::SeqCst);
         let mut touched: Vec<usize> = Vec::new();
+        // The updates of a batch, applied one by one as if each had come alone; `now` is
+        // when the current message was taken (a batch arrived all at once).
+        let mut batch = Vec::new().into_iter();
+        let mut batch_id = 0;
+        let mut now = Instant::now();
         loop {
-            let (id, update) = match self.rx.try_recv() {
-                Ok(x) => x,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            let (id, update) = match batch.next() {
+                Some(update) => (batch_id, update),
+                None => match self.rx.try_recv() {
+                    Ok((id, Update::Batch(updates))) => {
+                        (batch_id, batch) = (id, updates.into_iter());
+                        now = Instant::now();
+                        continue;
+                    }
+                    Ok(x) => {
+                        now = Instant::now();
+                        x
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                },
             };
             let Some(slot) = self.streams.get_mut(id) else {
                 continue;
@@ -1452,7 +1468,6 @@ impl Server {
                     pts_ns,
                     flush,
                 } => {
-                    let now = Instant::now();
                     if flush {
                         slot.unflushed_since = None;
                     } else {
@@ -1482,6 +1497,8 @@ impl Server {
                     slot.over = true;
                     slot.log.end();
                 }
+                // Taken apart above: a batch never holds another.
+                Update::Batch(_) => {}
             }
             if cmaf && !self.streams[id].waiters.is_empty() {
                 // A blocked request is answered as the part it waits for is published,

@@ -17,12 +17,13 @@ use super::RunBases;
 use super::rendition::{PartData, RenditionInfo};
 use crate::media::codec::{CmafInfo, CmafTrack, CodecConfig, cmaf_info};
 use crate::media::{Codec, Track};
+use crate::mux::arena::Arena;
 use crate::mux::flac::G711ToFlac;
 use crate::mux::fmp4::timing::{
     AudioTimer, DtsReorder, ReorderDepth, TimeMap, ns_to_ticks, opus_packet_samples, ticks_to_ns,
 };
 use crate::mux::fmp4::{
-    Chunk, FragmentWriter, PrftSemantics, Sample, init_segment, ntp_timestamp, prft, styp,
+    Chunk, FragmentWriter, PrftSemantics, Sample, init_segment, ntp_timestamp, put_prft, put_styp,
     track_config,
 };
 
@@ -97,7 +98,13 @@ pub struct Segmenter {
     target_duration_s: Option<u32>,
     /// The target was just chosen: the part the cut completes announces it.
     announce_target: bool,
+    /// Where chunk headers (`moof` + `mdat` header, `styp` + `prft`) are cut from: the
+    /// parts of a few segments share one allocation.
+    arena: Arena,
 }
+
+/// Chunk headers are ~100 bytes: a block holds those of a few segments of every track.
+const HEAD_ARENA_BLOCK: usize = 16 * 1024;
 
 /// The target duration a first segment of `len_ns` asks for: its length rounded to the
 /// nearest second (EXTINF is compared after rounding), and never under the configured
@@ -145,6 +152,7 @@ impl Segmenter {
             max_pending_cuts: MAX_PENDING_CUTS,
             target_duration_s,
             announce_target: false,
+            arena: Arena::new(HEAD_ARENA_BLOCK),
         }
     }
 
@@ -250,13 +258,18 @@ impl Segmenter {
         if t.pending.is_empty() {
             return None;
         }
-        let samples = std::mem::take(&mut t.pending);
+        let samples = &t.pending;
         let start_ns = t.pending_start_ns.take().unwrap_or(0);
         let duration_ticks = samples.iter().map(|s| u64::from(s.duration)).sum();
         let start_ticks = samples.first().map_or(0, |s| s.dts);
         let presentation_ticks = samples.iter().map(|s| s.pts).min().unwrap_or(start_ticks);
         let independent = samples.first().is_some_and(|s| s.sync);
-        let chunk = t.writer.write(&samples).ok()?;
+        // Room for the `prft` (and `styp`) buffer the pipeline puts in front.
+        let chunk = t.writer.write_in(samples, &mut self.arena, 1);
+        // The samples are in the chunk now (or dropped with it); the vector is kept for
+        // the next part.
+        t.pending.clear();
+        let chunk = chunk.ok()?;
         let part = PartOut {
             track,
             msn: t.msn,
@@ -593,6 +606,10 @@ pub struct CmafPipeline {
     timescales: Vec<u32>,
     /// (Unix ns, stream ns): where the stream timeline meets the wall clock.
     wall_anchor: (i64, i64),
+    /// One frame's timed samples, kept between frames.
+    samples: Vec<Sample>,
+    /// A part's `styp` + `prft`, before they go into the arena.
+    prefix: Vec<u8>,
 }
 
 impl CmafPipeline {
@@ -743,6 +760,8 @@ impl CmafPipeline {
                 wall_anchor.0,
                 wall_anchor.1.saturating_add(bases.media_epoch_ns),
             ),
+            samples: Vec::new(),
+            prefix: Vec::with_capacity(64),
         };
         let part_target_s = options.part_ns as f64 / 1e9;
         let update = CmafUpdate::Renditions {
@@ -777,19 +796,27 @@ impl CmafPipeline {
             // first presentation time to the wall clock of the same anchor as the
             // program date time and availabilityStartTime (LL-DASH players measure
             // their latency with it).
-            let mut buffers = Vec::with_capacity(p.chunk.buffers.len() + 2);
+            let prefix = &mut self.prefix;
+            prefix.clear();
             if p.starts_segment {
-                buffers.push(styp());
+                put_styp(prefix);
             }
             let wall = UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(0));
-            buffers.push(prft(
+            put_prft(
+                prefix,
                 1,
                 ntp_timestamp(wall),
                 p.presentation_ticks,
                 PrftSemantics::Input,
-            ));
-            buffers.extend(p.chunk.buffers);
-            let len = buffers.iter().map(|b| b.len() as u64).sum();
+            );
+            let prefix = self
+                .segmenter
+                .arena
+                .write(prefix.len(), |b| b.extend_from_slice(prefix));
+            let len = prefix.len() as u64 + p.chunk.len;
+            // The chunk's buffers have room for this one: no reallocation.
+            let mut buffers = p.chunk.buffers;
+            buffers.insert(0, prefix);
             out.push(CmafUpdate::Part {
                 rendition: p.track,
                 msn: p.msn,
@@ -818,14 +845,27 @@ impl CmafPipeline {
         data: Bytes,
     ) -> Vec<CmafUpdate> {
         let mut out = Vec::new();
+        self.push_into(track, pts_ns, keyframe, data, &mut out);
+        out
+    }
+
+    /// [`CmafPipeline::push`], appending the updates to `out`.
+    pub fn push_into(
+        &mut self,
+        track: usize,
+        pts_ns: i64,
+        keyframe: bool,
+        data: Bytes,
+        out: &mut Vec<CmafUpdate>,
+    ) {
         let Some(t) = self.tracks.get_mut(track) else {
-            return out;
+            return;
         };
         let Some(rendition) = t.rendition else {
-            return out;
+            return;
         };
         let pts = t.map.ticks(pts_ns);
-        let mut samples = Vec::new();
+        let mut samples = std::mem::take(&mut self.samples);
         match &mut t.timing {
             Timing::Video(reorder) => {
                 reorder.push(pts, keyframe, data);
@@ -861,14 +901,15 @@ impl CmafPipeline {
                 }
             }
         }
-        self.segment(rendition, samples, &mut out);
-        out
+        self.segment(rendition, &mut samples, out);
+        self.samples = samples;
     }
 
-    /// Hands a rendition's timed samples to the segmenter; collects the parts they finish.
-    fn segment(&mut self, rendition: usize, samples: Vec<Sample>, out: &mut Vec<CmafUpdate>) {
+    /// Hands a rendition's timed samples to the segmenter (leaving `samples` empty);
+    /// collects the parts they finish.
+    fn segment(&mut self, rendition: usize, samples: &mut Vec<Sample>, out: &mut Vec<CmafUpdate>) {
         let seg_track = self.rendition_track[rendition];
-        for s in samples {
+        for s in samples.drain(..) {
             let parts = self.segmenter.push(seg_track, s);
             self.parts_to_updates(parts, out);
         }
@@ -896,7 +937,7 @@ impl CmafPipeline {
                     }
                 }
             }
-            self.segment(rendition, samples, &mut out);
+            self.segment(rendition, &mut samples, &mut out);
         }
         let parts = self.segmenter.finish();
         self.parts_to_updates(parts, &mut out);

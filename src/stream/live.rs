@@ -158,12 +158,15 @@ impl LiveLog {
                 return;
             };
             self.close_newest();
+            // Room for as many chunks as the last GOP had, and a little more: a GOP of
+            // small frames is hundreds of chunks, grown one reallocation at a time else.
+            let last = self.gops.back().map_or(0, |g| g.len());
             self.gops.push_back(Rc::new(Gop {
                 seq: self.next_seq,
                 generation: self.generation,
                 start_pts_ns: pts_ns,
                 headers,
-                chunks: RefCell::new(Vec::with_capacity(64)),
+                chunks: RefCell::new(Vec::with_capacity((last + last / 4).max(64))),
                 bytes: Cell::new(0),
                 closed: Cell::new(false),
             }));

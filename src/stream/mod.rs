@@ -117,6 +117,10 @@ pub enum Update {
     End {
         error: Option<String>,
     },
+    /// Several updates, in order, sent as one message: a reader of unpaced input sends
+    /// what one read of its input produced (a few hundred small frames) at once, not a
+    /// message per frame. Never nested.
+    Batch(Vec<Update>),
 }
 
 /// How updates reach the event loop: a channel and a way to wake it.
@@ -182,6 +186,11 @@ pub struct Publisher {
     /// A live input came back after a gap: at the next frame, anchor the wall clock
     /// again and move CMAF media time on by the time lost (see `resume_after_gap`).
     reanchor: bool,
+    /// Updates held for one [`Update::Batch`] (see [`Publisher::set_batching`]); None
+    /// sends each at once.
+    batch: Option<Vec<Update>>,
+    /// What the CMAF pipeline made of one frame (kept between frames).
+    cmaf_out: Vec<cmaf::CmafUpdate>,
 }
 
 /// Where a stream's media sequence numbers and CMAF media times begin. Segment and init
@@ -229,6 +238,46 @@ impl Publisher {
             clock_lead_ns: 0,
             wall_anchor: None,
             reanchor: false,
+            batch: None,
+            cmaf_out: Vec::new(),
+        }
+    }
+
+    /// While on, updates are held and sent together by [`Publisher::flush`] (in order,
+    /// as one [`Update::Batch`]): the reader calls it before it may block (reading its
+    /// input, pacing). Turning it off sends what is held.
+    pub fn set_batching(&mut self, on: bool) {
+        if on {
+            self.batch.get_or_insert_with(Vec::new);
+        } else {
+            self.flush();
+            self.batch = None;
+        }
+    }
+
+    /// Sends the updates held since the last flush.
+    pub fn flush(&mut self) {
+        let Some(batch) = &mut self.batch else {
+            return;
+        };
+        match batch.len() {
+            0 => {}
+            1 => {
+                if let Some(update) = batch.pop() {
+                    self.notify.send(self.stream, update);
+                }
+            }
+            n => {
+                let updates = std::mem::replace(batch, Vec::with_capacity(n));
+                self.notify.send(self.stream, Update::Batch(updates));
+            }
+        }
+    }
+
+    fn send(&mut self, update: Update) {
+        match &mut self.batch {
+            Some(batch) => batch.push(update),
+            None => self.notify.send(self.stream, update),
         }
     }
 
@@ -240,7 +289,7 @@ impl Publisher {
 
     pub fn state(&mut self, state: InputState) {
         self.live = state == InputState::Live;
-        self.notify.send(self.stream, Update::State(state));
+        self.send(Update::State(state));
     }
 
     /// A new pass over the input begins (a loop, a reconnect, a new pusher): its
@@ -290,7 +339,7 @@ impl Publisher {
         self.tracks = Some(tracks);
         self.finish_cmaf();
         self.cmaf_rebuild = self.options.cmaf.is_some();
-        self.notify.send(self.stream, Update::Headers(headers));
+        self.send(Update::Headers(headers));
     }
 
     /// Undecodable input was skipped: wait for the next keyframe.
@@ -327,8 +376,16 @@ impl Publisher {
                 self.start_cmaf(frame.track, &frame.data);
             }
             if let Some(pipeline) = &mut self.cmaf {
-                let updates = pipeline.push(frame.track, pts, frame.keyframe, frame.data.clone());
-                self.send_cmaf(updates);
+                let mut updates = std::mem::take(&mut self.cmaf_out);
+                pipeline.push_into(
+                    frame.track,
+                    pts,
+                    frame.keyframe,
+                    frame.data.clone(),
+                    &mut updates,
+                );
+                self.send_cmaf(&mut updates);
+                self.cmaf_out = updates;
             }
             let flush = self.tracks.as_ref().is_none_or(|tracks| {
                 tracks
@@ -336,27 +393,25 @@ impl Publisher {
                     .is_none_or(|t| t.kind() == TrackKind::Video)
                     || !tracks.iter().any(|t| t.kind() == TrackKind::Video)
             });
-            self.notify.send(
-                self.stream,
-                Update::Chunk {
-                    bytes: written.bytes,
-                    starts_gop: written.starts_gop,
-                    pts_ns: pts,
-                    flush,
-                },
-            );
+            self.send(Update::Chunk {
+                bytes: written.bytes,
+                starts_gop: written.starts_gop,
+                pts_ns: pts,
+                flush,
+            });
         }
         Some(pts)
     }
 
-    fn send_cmaf(&mut self, updates: Vec<cmaf::CmafUpdate>) {
-        for u in updates {
+    /// Sends `updates` (leaving it empty).
+    fn send_cmaf(&mut self, updates: &mut Vec<cmaf::CmafUpdate>) {
+        for u in updates.drain(..) {
             match &u {
                 cmaf::CmafUpdate::Part { msn, .. } => self.next_msn = self.next_msn.max(msn + 1),
                 cmaf::CmafUpdate::TargetDuration(t) => self.target_duration_s = Some(*t),
                 _ => {}
             }
-            self.notify.send(self.stream, Update::Cmaf(u));
+            self.send(Update::Cmaf(u));
         }
     }
 
@@ -383,7 +438,7 @@ impl Publisher {
         }
         if let Some((pipeline, update)) = built {
             self.cmaf = Some(pipeline);
-            self.notify.send(self.stream, Update::Cmaf(update));
+            self.send(Update::Cmaf(update));
         }
     }
 
@@ -394,14 +449,110 @@ impl Publisher {
             let mut updates = pipeline.finish();
             // The next pipeline goes on; only the input's end ends the renditions.
             updates.retain(|u| !matches!(u, cmaf::CmafUpdate::End));
-            self.send_cmaf(updates);
+            self.send_cmaf(&mut updates);
         }
     }
 
     pub fn end(&mut self, error: Option<String>) {
         self.finish_cmaf();
-        self.notify
-            .send(self.stream, Update::Cmaf(cmaf::CmafUpdate::End));
-        self.notify.send(self.stream, Update::End { error });
+        self.send(Update::Cmaf(cmaf::CmafUpdate::End));
+        self.send(Update::End { error });
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<Update>>>);
+
+    impl Notify for Collect {
+        fn send(&self, _stream: usize, update: Update) {
+            self.0.lock().unwrap().push(update);
+        }
+    }
+
+    fn track(codec: Codec) -> Track {
+        Track {
+            codec,
+            codec_id: "X".into(),
+            codec_private: None,
+            video: None,
+            audio: None,
+            default_duration_ns: None,
+            codec_delay_ns: None,
+            seek_pre_roll_ns: None,
+            language: None,
+        }
+    }
+
+    fn frame(track: usize, ms: i64, keyframe: bool) -> Frame {
+        Frame {
+            track,
+            pts: ms * 1_000_000,
+            duration: None,
+            keyframe,
+            data: Bytes::from(vec![ms as u8; 10]),
+        }
+    }
+
+    /// What was sent, batches taken apart: (kind, chunk bytes).
+    fn flat(updates: &[Update]) -> Vec<(&'static str, Vec<u8>)> {
+        let mut out = Vec::new();
+        for u in updates {
+            match u {
+                Update::Batch(inner) => {
+                    assert!(!inner.iter().any(|u| matches!(u, Update::Batch(_))));
+                    out.extend(flat(inner));
+                }
+                Update::State(_) => out.push(("state", vec![])),
+                Update::Headers(h) => out.push(("headers", h.mkv.to_vec())),
+                Update::Chunk { bytes, .. } => out.push(("chunk", bytes.to_vec())),
+                Update::Cmaf(_) => out.push(("cmaf", vec![])),
+                Update::End { .. } => out.push(("end", vec![])),
+            }
+        }
+        out
+    }
+
+    /// Batching changes how updates travel, not what they are or their order; nothing
+    /// is held past a flush.
+    #[test]
+    fn a_batch_holds_the_same_updates_in_the_same_order() {
+        let options = PublishOptions {
+            audio_cluster_ms: 2000,
+            cmaf: None,
+        };
+        let run = |batching: bool| {
+            let collect = Collect::default();
+            let mut p = Publisher::new(0, Box::new(collect.clone()), options.clone());
+            p.set_batching(batching);
+            p.tracks(vec![track(Codec::H264), track(Codec::Aac)]);
+            for i in 0..100 {
+                p.frame(frame(usize::from(i % 3 == 0), i * 20, i % 50 == 1));
+                if i == 60 && batching {
+                    let before = collect.0.lock().unwrap().len();
+                    p.flush();
+                    let sent = collect.0.lock().unwrap();
+                    assert_eq!(sent.len(), before + 1);
+                    assert!(matches!(sent.last(), Some(Update::Batch(_))));
+                }
+            }
+            if batching {
+                let sent = collect.0.lock().unwrap().len();
+                p.set_batching(false);
+                assert_eq!(collect.0.lock().unwrap().len(), sent + 1);
+            }
+            p.end(None);
+            let updates = std::mem::take(&mut *collect.0.lock().unwrap());
+            flat(&updates)
+        };
+        let direct = run(false);
+        assert!(direct.iter().filter(|(k, _)| *k == "chunk").count() > 90);
+        assert_eq!(run(true), direct);
     }
 }

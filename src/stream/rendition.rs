@@ -108,7 +108,8 @@ impl SegmentData {
 /// live-MKV window holds them). Without a memory file, one heap buffer does the same
 /// minus `sendfile`.
 fn join_parts(parts: &mut [PartData]) -> (Option<Bytes>, Option<Arc<SegmentFile>>) {
-    let buffers: Vec<&Bytes> = parts.iter().flat_map(|p| &p.buffers).collect();
+    let mut buffers: Vec<&Bytes> = Vec::with_capacity(parts.iter().map(|p| p.buffers.len()).sum());
+    buffers.extend(parts.iter().flat_map(|p| &p.buffers));
     let file = SegmentFile::seal(&buffers);
     let joined = match &file {
         Some(f) => f.bytes(),
@@ -234,9 +235,11 @@ impl Rendition {
                 .is_none_or(|s| s.complete || s.msn != msn);
         if need_new {
             self.close_segment();
+            // As many parts as the last segment had: they are not grown one at a time.
+            let parts = self.segments.back().map_or(0, |s| s.parts.len());
             self.segments.push_back(SegmentData {
                 msn,
-                parts: Vec::new(),
+                parts: Vec::with_capacity(parts),
                 complete: false,
                 program_date_time_ms: pdt_ms,
                 discontinuity: std::mem::take(&mut self.pending_discontinuity),

@@ -38,7 +38,8 @@ pub mod timing;
 mod tests;
 
 pub use fragment::{
-    Chunk, FragmentWriter, PrftSemantics, Sample, fragment, ntp_timestamp, prft, styp,
+    Chunk, FragmentWriter, PrftSemantics, Sample, fragment, ntp_timestamp, prft, put_prft,
+    put_styp, styp,
 };
 pub use from_codec::track_config;
 pub use init::{
