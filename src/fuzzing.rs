@@ -14,6 +14,7 @@ pub fn demux_all(data: &[u8], seed: Option<u8>) -> usize {
         max_element_size: 1 << 20,
         max_header_size: 256 << 10,
         max_tracks: 8,
+        max_skip_size: 16 << 20,
     };
     let mut demux = MkvDemuxer::new(limits);
     let mut frames = 0;

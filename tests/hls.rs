@@ -634,6 +634,16 @@ fn a_blocking_reload_is_answered_with_the_playlist_of_the_moment_its_part_appear
     }
     let start = std::time::Instant::now();
     let (msn, part) = loop {
+        // Every frame written so far published first: on a loaded machine the reader
+        // thread lags, and a part hinted now could complete from frames already sent.
+        loop {
+            let doc = wait_for_stream(server.addr, "cam", Duration::from_secs(10), |_| true);
+            if doc["frames"].as_u64() == Some(next as u64) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{doc}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (status, p) = playlist(server.addr, "/cam/v0/index.m3u8");
         if status == 200 && p.contains("#EXT-X-PRELOAD-HINT") {
             let (msn, part) = hint(&p);
@@ -653,7 +663,20 @@ fn a_blocking_reload_is_answered_with_the_playlist_of_the_moment_its_part_appear
             &format!("/cam/v0/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
         )
     });
-    std::thread::sleep(Duration::from_millis(150));
+    // Until the server holds it (on a loaded machine the request can take longer than
+    // any fixed sleep to arrive, and would then find N+1 begun).
+    let held = std::time::Instant::now();
+    loop {
+        let (_, metrics) = playlist(server.addr, "/metrics");
+        if metrics.contains("muxcast_stream_held_requests{stream=\"cam\"} 1") {
+            break;
+        }
+        assert!(
+            held.elapsed() < Duration::from_secs(10),
+            "never held: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The rest of segment N and half a second of N+1 in one write.
     let burst: Vec<u8> = chunks[next..next + per_second * 3 / 2]
         .iter()

@@ -108,6 +108,9 @@ pub struct DemuxLimits {
     pub max_header_size: usize,
     /// The most TrackEntries a Tracks element may hold. Default 32.
     pub max_tracks: usize,
+    /// The largest Void or unknown element skipped (not buffered) at Segment level; a
+    /// larger one is taken for corruption. Default 256 MiB.
+    pub max_skip_size: usize,
 }
 
 impl Default for DemuxLimits {
@@ -116,6 +119,7 @@ impl Default for DemuxLimits {
             max_element_size: 16 << 20,
             max_header_size: 1 << 20,
             max_tracks: 32,
+            max_skip_size: 256 << 20,
         }
     }
 }
@@ -462,21 +466,22 @@ impl MkvDemuxer {
                 self.cluster_timestamp = None;
                 Ok(Step::Continue)
             }
-            id::SEEK_HEAD
-            | id::CUES
-            | id::ATTACHMENTS
-            | id::CHAPTERS
-            | id::TAGS
-            | id::VOID
-            | id::CRC32 => self.skip_element(h, None),
+            id::SEEK_HEAD | id::CUES | id::ATTACHMENTS | id::CHAPTERS | id::TAGS | id::CRC32 => {
+                self.skip_element(h, None)
+            }
             // Every Segment child Matroska defines has a 4-byte ID: an unknown one of that
             // class is skipped by its size, as EBML asks; shorter IDs here are garbage.
+            // Padding and unknown elements are skipped up to `max_skip_size`: a larger
+            // size is a corrupt size field (or garbage that reads as an ID), and
+            // skipping it would swallow the rest of a live input without a word
+            // (tests/chaos.rs): resynchronise at the next Cluster instead.
+            id::VOID => self.skip_element(h, Some(self.limits.max_skip_size)),
             other if other >= 0x1000_0000 => {
                 log::debug!(
                     "mkv: skipping unknown element 0x{other:X} at byte {}",
                     self.pos
                 );
-                self.skip_element(h, None)
+                self.skip_element(h, Some(self.limits.max_skip_size))
             }
             other => {
                 let why = format!(

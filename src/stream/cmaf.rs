@@ -295,8 +295,26 @@ impl Segmenter {
 
     /// The input ended: every track's pending samples become its last part.
     pub fn finish(&mut self) -> Vec<PartOut> {
+        // A first segment that ends here (the input went away before it was long
+        // enough: a pusher or camera that drops early) still fixes the target duration,
+        // or playlists would wait for one forever (found by tests/chaos.rs).
+        let leader = self.leader;
+        let announce = self.target_duration_s.is_none() && !self.tracks[leader].pending.is_empty();
+        if announce {
+            let t = &self.tracks[leader];
+            let ticks: u64 = t.pending.iter().map(|s| u64::from(s.duration)).sum();
+            let end = t.pending_start_ns.unwrap_or(0) + self.ns(leader, ticks);
+            let len = end - self.segment_start_ns.unwrap_or(end);
+            self.target_duration_s = Some(target_for(len, self.options.segment_ns));
+        }
         (0..self.tracks.len())
-            .filter_map(|i| self.finish_part(i, true))
+            .filter_map(|i| {
+                let mut p = self.finish_part(i, true)?;
+                if announce && i == leader {
+                    p.target_duration_s = self.target_duration_s;
+                }
+                Some(p)
+            })
             .collect()
     }
 }

@@ -1204,6 +1204,7 @@ fn random_and_mutated_input_never_panics() {
         max_element_size: 256 << 10,
         max_header_size: 64 << 10,
         max_tracks: 8,
+        max_skip_size: 1 << 20,
     };
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
 
@@ -1333,4 +1334,37 @@ fn throughput() {
             measure("testdata concatenated", &all, chunk);
         }
     }
+}
+
+#[test]
+fn an_absurd_size_at_segment_level_is_corruption_not_a_skip() {
+    // A Void claiming 2^50 bytes after the Tracks: skipping it would swallow the rest of
+    // a live input; the demuxer resynchronises at the next Cluster instead.
+    let file = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/live_ffmpeg.mkv"
+    ))
+    .unwrap();
+    let first_cluster = file
+        .windows(4)
+        .position(|w| w == [0x1F, 0x43, 0xB6, 0x75])
+        .unwrap();
+    let mut s = file[..first_cluster].to_vec();
+    s.extend_from_slice(&[0xEC, 0x01, 0x04, 0, 0, 0, 0, 0, 0]);
+    s.extend_from_slice(&file[first_cluster..]);
+    let (whole, err) = run_with(&file, 65536, DemuxLimits::default());
+    let (events, err2) = run_with(&s, 65536, DemuxLimits::default());
+    assert_eq!((err, err2), (None, None));
+    let frames = |ev: &[DemuxEvent]| {
+        ev.iter()
+            .filter(|e| matches!(e, DemuxEvent::Frame(_)))
+            .count()
+    };
+    assert_eq!(frames(&events), frames(&whole));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DemuxEvent::Resync { reason, .. } if reason.contains("claims"))),
+        "{events:?}"
+    );
 }
