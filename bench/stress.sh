@@ -9,13 +9,24 @@
 #          watch for 20 s; every good viewer's frames are checked against the source file;
 #          the slow-loris connections must be closed by --header-timeout, the stalled
 #          readers by --client-timeout.
+#   soak   VIEWERS (500) clients for DURATION (1800 s) with churn, against muxcast with its
+#          defaults (HLS/DASH on, 4 MiB --client-queue): live-MKV viewers that watch for
+#          5–60 s, leave (cleanly, by RST, with unread data) and reconnect at once, every
+#          session's frames checked against the source; 10 % LL-HLS clients (blocking
+#          reloads, parts, segments) and 5 DASH clients (MPD, segments). Clients start once
+#          the GOP window is full. Every 10 s the server's VmRSS, RssAnon, descriptors and
+#          /status.json; at the end the RSS and descriptor slopes after a 2-minute warm-up,
+#          the clients' totals and errors, the server log's WARN/ERROR lines. Pass: RSS
+#          slope under 1 % of the RSS per 10 minutes, descriptor slope under 1/min, no ERROR
+#          line, no client error, 0 clients at the end.
 #
 # Each scenario gets its own muxcast (`testdata/h264_aac.mkv --loop`); the client side is
 # examples/stress.rs (`cargo run --release --example stress -- --help`).
 #
 # Usage (from anywhere):
-#     bench/stress.sh                   # both scenarios, ~3 minutes
+#     bench/stress.sh                   # churn and abuse, ~3 minutes
 #     SCENARIOS=churn bench/stress.sh
+#     SCENARIOS=soak bench/stress.sh    # ~35 minutes
 #
 # Environment:
 #     SCENARIOS        which scenarios, space separated          [churn abuse]
@@ -25,7 +36,13 @@
 #                      before the baseline, and this 210 kbit/s file takes ~160 s to fill
 #                      the default 4 MiB                          [262144]
 #     GOOD, LORIS, STALLED   abuse connection counts             [100 1000 1000]
-#     DURATION         seconds the good viewers read             [20]
+#     DURATION         seconds the good viewers read (abuse)     [20]
+#                      seconds the soak clients run (soak)       [1800]
+#     VIEWERS          soak: concurrent clients, all kinds       [500]
+#     HLS_SHARE        soak: share of them that are HLS clients  [0.10]
+#     DASH             soak: DASH clients among them             [5]
+#     SOAK_WARMUP      soak: seconds left out of the slopes      [120]
+#     SOAK_CSV         soak: the samples as CSV       [/tmp/muxcast-soak-DATE.csv]
 #     HEADER_TIMEOUT   muxcast --header-timeout for abuse        [5]
 #     CLIENT_TIMEOUT   muxcast --client-timeout for abuse        [30]
 #     BENCH_NICE       nice value of muxcast and the client      [10]
@@ -46,7 +63,12 @@ CHURN_QUEUE=${CHURN_QUEUE:-262144}
 GOOD=${GOOD:-100}
 LORIS=${LORIS:-1000}
 STALLED=${STALLED:-1000}
+DURATION_USER=${DURATION:-}
 DURATION=${DURATION:-20}
+VIEWERS=${VIEWERS:-500}
+HLS_SHARE=${HLS_SHARE:-0.10}
+DASH=${DASH:-5}
+SOAK_WARMUP=${SOAK_WARMUP:-120}
 HEADER_TIMEOUT=${HEADER_TIMEOUT:-5}
 CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-30}
 BENCH_NICE=${BENCH_NICE:-10}
@@ -60,6 +82,7 @@ command -v ss >/dev/null || { echo "stress.sh: ss not found (iproute2)" >&2; exi
 # One descriptor per connection, in the server and in the client.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 need=$((GOOD + LORIS + STALLED + 200))
+((VIEWERS + 200 > need)) && need=$((VIEWERS + 200))
 if (($(ulimit -n) < need)); then
     echo "stress.sh: ulimit -n is $(ulimit -n), the abuse scenario needs $need" >&2
     exit 1
@@ -88,7 +111,7 @@ trap 'exit 130' INT TERM
 
 # Stops one process this script started (SIGTERM, then SIGKILL after 5 s) and forgets it.
 stop() {
-    local pid=$1 p keep=()
+    local pid=$1
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
@@ -96,6 +119,12 @@ stop() {
     done
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+
+# Removes one PID from PIDS (the process has exited).
+forget() {
+    local pid=$1 p keep=()
     for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
     PIDS=("${keep[@]}")
 }
@@ -153,6 +182,22 @@ for scenario in $SCENARIOS; do
             --duration "$DURATION" --header-timeout "$HEADER_TIMEOUT" \
             --stalled-wait $((CLIENT_TIMEOUT + 15)) \
             | tee "$WORK/abuse.out" || failed=1
+        ;;
+    soak)
+        soak_duration=${DURATION_USER:-1800}
+        csv=${SOAK_CSV:-/tmp/muxcast-soak-$(date +%Y%m%d-%H%M%S).csv}
+        echo "== soak: $VIEWERS clients for ${soak_duration}s (HLS share $HLS_SHARE, $DASH DASH)"
+        start_server soak
+        # In the background and in PIDS, so that the cleanup stops it too.
+        "${NICE[@]}" timeout $((soak_duration + 600)) "$STRESS" soak --addr "127.0.0.1:$PORT" \
+            --pid "$SERVER_PID" --source "$MEDIA" --server-log "$LOG" --csv "$csv" \
+            --duration "$soak_duration" --viewers "$VIEWERS" --hls-share "$HLS_SHARE" \
+            --dash "$DASH" --warmup "$SOAK_WARMUP" \
+            > >(tee "$WORK/soak.out") 2>&1 &
+        client_pid=$!
+        PIDS+=("$client_pid")
+        wait "$client_pid" || failed=1
+        forget "$client_pid"
         ;;
     *)
         echo "stress.sh: unknown scenario $scenario" >&2
