@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -247,7 +247,7 @@ pub struct Server {
     waker: Arc<Waker>,
     /// A wake-up is on its way: readers add to the channel without waking again.
     wake_pending: Arc<AtomicBool>,
-    tx: Sender<(usize, Update)>,
+    tx: SyncSender<(usize, Update)>,
     rx: Receiver<(usize, Update)>,
     conns: Slab<Conn>,
     streams: Vec<StreamSlot>,
@@ -279,7 +279,10 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = channel();
+        // Bounded: a loop starved of CPU makes fast inputs wait (TCP backpressure to a
+        // pusher or an HTTP source, a paced file falls behind) instead of queueing their
+        // updates without limit (153 MiB once, under heavy outside load).
+        let (tx, rx) = sync_channel(UPDATE_QUEUE);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -1738,6 +1741,10 @@ const MAX_AUDIO_HOLD: Duration = Duration::from_millis(50);
 
 /// LL-HLS requests one stream may hold blocked at once; more get 503.
 const MAX_WAITERS_PER_STREAM: usize = 4096;
+
+/// Messages (a frame's updates, or one input read's batch of them) waiting for the loop,
+/// all streams together.
+const UPDATE_QUEUE: usize = 1024;
 
 /// Pending connections the kernel may queue for us (it caps this at net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;

@@ -14,7 +14,7 @@ pub mod segment_file;
 pub mod timeline;
 
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 
 use bytes::Bytes;
 
@@ -130,7 +130,7 @@ pub trait Notify: Send {
 
 /// The channel + mio waker pair the server uses.
 pub struct LoopNotify {
-    pub tx: Sender<(usize, Update)>,
+    pub tx: SyncSender<(usize, Update)>,
     pub waker: Arc<mio::Waker>,
     /// Set by the first update after the loop drained the channel, cleared by the loop
     /// before it drains: one wake-up per batch, not one per frame (a reader of small
