@@ -20,7 +20,9 @@
 use bytes::Bytes;
 
 use crate::media::Codec;
-use crate::media::codec::flac::{LIVE_MAX_BLOCK_SIZE, MAX_SAMPLE_RATE, StreamInfo};
+use crate::media::codec::flac::{
+    LIVE_MAX_BLOCK_SIZE, LIVE_MIN_BLOCK_SIZE, MAX_SAMPLE_RATE, StreamInfo,
+};
 use crate::media::g711;
 
 /// The longest block one frame holds; longer input is split into several frames.
@@ -49,6 +51,8 @@ pub struct FlacEncoder {
     /// Per-channel samples of the block being encoded (and side/mid for stereo).
     signals: Vec<Vec<i32>>,
     residual: Vec<i32>,
+    /// Longest frame, in samples per channel.
+    max_block: usize,
 }
 
 impl FlacEncoder {
@@ -63,7 +67,14 @@ impl FlacEncoder {
             next_sample: 0,
             signals: Vec::new(),
             residual: Vec::new(),
+            max_block: MAX_BLOCK,
         })
+    }
+
+    /// Frames of at most `samples` per channel (at least the 16 STREAMINFO promises).
+    pub fn with_max_block(mut self, samples: usize) -> Self {
+        self.max_block = samples.clamp(usize::from(LIVE_MIN_BLOCK_SIZE), MAX_BLOCK);
+        self
     }
 
     /// The STREAMINFO the frames agree with (for `dfLa`, or a .flac stream's header).
@@ -72,16 +83,22 @@ impl FlacEncoder {
     }
 
     /// Encodes `interleaved` (channels interleaved; a trailing incomplete set of channels
-    /// is ignored) into frames of at most [`MAX_BLOCK`] samples: one frame unless the
-    /// input is longer. Returns each frame with its number of samples per channel; no
-    /// frame for empty input. Never panics.
+    /// is ignored) into frames of at most the encoder's longest frame: one frame unless
+    /// the input is longer, else frames of near-equal length (none shorter than the 16
+    /// samples STREAMINFO promises, unless the input is). Returns each frame with its
+    /// number of samples per channel; no frame for empty input. Never panics.
     pub fn encode(&mut self, interleaved: &[i16]) -> Vec<(Bytes, u32)> {
         let mut out = Vec::new();
-        let whole = interleaved.len() / self.channels * self.channels;
-        for block in interleaved[..whole].chunks(MAX_BLOCK * self.channels) {
-            let n = block.len() / self.channels;
-            let frame = self.encode_block(block, n);
-            out.push((Bytes::from(frame), n as u32));
+        let total = interleaved.len() / self.channels;
+        let frames = total.div_ceil(self.max_block);
+        let mut start = 0;
+        for i in 0..frames {
+            // Frame i ends at sample ⌊total·(i+1)/frames⌋: lengths differ by one at most.
+            let end = total * (i + 1) / frames;
+            let block = &interleaved[start * self.channels..end * self.channels];
+            let frame = self.encode_block(block, end - start);
+            out.push((Bytes::from(frame), (end - start) as u32));
+            start = end;
         }
         out
     }
@@ -534,8 +551,13 @@ fn crc16(data: &[u8]) -> u16 {
         .fold(0, |c, &b| (c << 8) ^ CRC16[usize::from((c >> 8) as u8 ^ b)])
 }
 
-/// G.711 frames in, FLAC frames out: decode with the G.711 table, encode one FLAC frame
-/// per input frame.
+/// G.711 frames in, FLAC frames out: decode with the G.711 table, encode FLAC frames of
+/// at most 20 ms. Short frames keep LL-HLS parts near PART-TARGET: a G.711 packet of 1024
+/// samples (128 ms at 8 kHz, as ffmpeg packs it) made parts of 128 and 256 ms against a
+/// 200 ms target, and hls.js stopped loading audio parts and stalled.
+pub const G711_FLAC_FRAME_MS: u32 = 20;
+
+/// Decodes G.711 with its table and encodes FLAC (see [`G711_FLAC_FRAME_MS`]).
 #[derive(Debug)]
 pub struct G711ToFlac {
     table: &'static [i16; 256],
@@ -548,7 +570,8 @@ impl G711ToFlac {
     pub fn new(codec: Codec, sample_rate: u32, channels: u32) -> Option<Self> {
         Some(G711ToFlac {
             table: g711::table(codec)?,
-            encoder: FlacEncoder::new(sample_rate, channels)?,
+            encoder: FlacEncoder::new(sample_rate, channels)?
+                .with_max_block((sample_rate * G711_FLAC_FRAME_MS / 1000) as usize),
             pcm: Vec::new(),
         })
     }
@@ -558,8 +581,8 @@ impl G711ToFlac {
     }
 
     /// One G.711 frame (one byte per sample, channels interleaved) as FLAC frames with
-    /// their sample counts: one frame, none for an empty frame, several for a frame of
-    /// more than 65535 samples. Never panics.
+    /// their sample counts: none for an empty frame, several for a frame longer than
+    /// 20 ms. Never panics.
     pub fn transcode(&mut self, g711: &[u8]) -> Vec<(Bytes, u32)> {
         self.pcm.clear();
         g711::decode(self.table, g711, &mut self.pcm);
@@ -748,14 +771,37 @@ mod tests {
     }
 
     #[test]
+    fn g711_becomes_flac_frames_of_20_ms_at_most() {
+        for (rate, packet, want) in [
+            // ffmpeg's 1024-sample packets at 8 kHz: seven frames of 146 or 147.
+            (8000, 1024, 7),
+            // The usual RTP packet, 20 ms: one frame.
+            (8000, 160, 1),
+            (8000, 161, 2),
+            (16000, 1000, 4),
+        ] {
+            let mut t = G711ToFlac::new(Codec::Mulaw, rate, 1).unwrap();
+            let bytes: Vec<u8> = (0..=255u8).cycle().take(packet).collect();
+            let frames = t.transcode(&bytes);
+            let lens: Vec<u32> = frames.iter().map(|f| f.1).collect();
+            assert_eq!(lens.iter().sum::<u32>() as usize, packet);
+            assert!(lens.iter().all(|&n| n <= rate * 20 / 1000), "{lens:?}");
+            let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{lens:?}");
+            assert_eq!(lens.len(), want, "{rate} Hz, {packet}: {lens:?}");
+        }
+    }
+
+    #[test]
     fn long_frames_are_split_and_odd_lengths_never_panic() {
         // Past 65535 samples: several frames, each ≤ MAX_BLOCK.
         let long = sine(MAX_BLOCK * 2 + 100, 80.0, 10000.0);
         let mut enc = FlacEncoder::new(8000, 1).unwrap();
         let frames = enc.encode(&long);
+        // Near-equal frames rather than two full ones and a stub.
         assert_eq!(
             frames.iter().map(|f| f.1).collect::<Vec<_>>(),
-            [MAX_BLOCK as u32, MAX_BLOCK as u32, 100]
+            [43723, 43723, 43724]
         );
         round_trip(1, &[long]);
         // Empty input: no frame. An incomplete last set of channels is dropped.
@@ -806,8 +852,9 @@ mod tests {
                         g711::decode(t.table, &f.data, &mut expected);
                         g711_bytes += f.data.len();
                         let got = t.transcode(&f.data);
-                        assert_eq!(got.len(), 1);
-                        assert_eq!(got[0].1 as usize, f.data.len());
+                        let samples: u32 = got.iter().map(|g| g.1).sum();
+                        assert_eq!(samples as usize, f.data.len());
+                        assert!(got.iter().all(|g| g.1 <= 160), "20 ms at most");
                         frames.extend(got);
                     }
                     _ => {}
@@ -819,10 +866,11 @@ mod tests {
             let flac_bytes: usize = frames.iter().map(|f| f.0.len()).sum();
             // Lossless PCM of 8-bit G.711 cannot promise to be smaller than the G.711 (its
             // quantisation noise is the residual's floor): on this tone it is about as
-            // big. Bound it, to catch a coding that stopped choosing well.
+            // big, plus a frame header and warm-up samples every 20 ms (~8 %). Bound it, to
+            // catch a coding that stopped choosing well.
             assert!(
-                flac_bytes * 10 < g711_bytes * 11,
-                "{file}: {flac_bytes} ≥ 1.1 × {g711_bytes}"
+                flac_bytes * 100 < g711_bytes * 115,
+                "{file}: {flac_bytes} ≥ 1.15 × {g711_bytes}"
             );
             eprintln!("{file}: G.711 {g711_bytes} bytes → FLAC {flac_bytes} bytes");
         }

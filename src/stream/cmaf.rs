@@ -173,7 +173,7 @@ impl Segmenter {
         if track == self.leader {
             let step = self.ns(track, u64::from(sample.duration));
             if let Some(cut) = self.leader_cut(at_ns, sample.sync, step) {
-                if let Some(mut p) = self.finish_part(track, cut.new_segment) {
+                if let Some(mut p) = self.finish_part(track, cut.new_segment, None) {
                     if std::mem::take(&mut self.announce_target) {
                         p.target_duration_s = self.target_duration_s;
                     }
@@ -195,7 +195,7 @@ impl Segmenter {
                     break;
                 }
                 self.tracks[track].cuts.pop_front();
-                if let Some(p) = self.finish_part(track, cut.new_segment) {
+                if let Some(p) = self.finish_part(track, cut.new_segment, Some(cut.at_ns)) {
                     out.push(p);
                 } else if cut.new_segment && self.tracks[track].started {
                     // Nothing pending at a segment cut: still move to the next segment.
@@ -251,13 +251,32 @@ impl Segmenter {
         })
     }
 
-    /// Writes the pending samples of `track` as a part; the next part starts a new
-    /// segment when `new_segment`.
-    fn finish_part(&mut self, track: usize, new_segment: bool) -> Option<PartOut> {
+    /// Writes the pending samples of `track` that start before `until_ns` (all of them
+    /// when None) as a part; the next part starts a new segment when `new_segment`.
+    /// A follower's samples can be pending past the leader's cut: an input that sends
+    /// audio ahead of video, or one long G.711 packet made into several FLAC frames.
+    fn finish_part(
+        &mut self,
+        track: usize,
+        new_segment: bool,
+        until_ns: Option<i64>,
+    ) -> Option<PartOut> {
+        let split = until_ns.map_or(self.tracks[track].pending.len(), |until| {
+            let t = &self.tracks[track];
+            t.pending
+                .iter()
+                .position(|s| self.ns(track, s.dts) >= until)
+                .unwrap_or(t.pending.len())
+        });
+        let later_ns = self.tracks[track]
+            .pending
+            .get(split)
+            .map(|s| self.ns(track, s.dts));
         let t = &mut self.tracks[track];
-        if t.pending.is_empty() {
+        if split == 0 {
             return None;
         }
+        let mut later = t.pending.split_off(split);
         let samples = &t.pending;
         let start_ns = t.pending_start_ns.take().unwrap_or(0);
         let duration_ticks = samples.iter().map(|s| u64::from(s.duration)).sum();
@@ -267,8 +286,10 @@ impl Segmenter {
         // Room for the `prft` (and `styp`) buffer the pipeline puts in front.
         let chunk = t.writer.write_in(samples, &mut self.arena, 1);
         // The samples are in the chunk now (or dropped with it); the vector is kept for
-        // the next part.
+        // the next part, which begins with the samples past the cut.
         t.pending.clear();
+        t.pending.append(&mut later);
+        t.pending_start_ns = later_ns;
         let chunk = chunk.ok()?;
         let part = PartOut {
             track,
@@ -309,7 +330,7 @@ impl Segmenter {
         }
         (0..self.tracks.len())
             .filter_map(|i| {
-                let mut p = self.finish_part(i, true)?;
+                let mut p = self.finish_part(i, true, None)?;
                 if announce && i == leader {
                     p.target_duration_s = self.target_duration_s;
                 }
@@ -416,6 +437,42 @@ mod tests {
             .take_while(|a: &i64| a * 1024 * 1_000_000_000 / 48_000 <= 249 * 40 * MS)
             .count() as u64;
         assert_eq!(total, pushed * 1024);
+    }
+
+    #[test]
+    fn audio_sent_ahead_of_video_is_cut_at_the_video_cuts() {
+        // G.711 at 8 kHz in packets of 1024 samples (128 ms) made into FLAC frames of
+        // 20 ms or less: a packet's frames are all pushed when it arrives, ahead of the
+        // video frames of the same time.
+        let mut s = Segmenter::new(options(), &[90_000, 8_000], 0, 0, None);
+        let mut parts = Vec::new();
+        let mut audio = 0u64;
+        for f in 0..250u64 {
+            let t_ns = f as i64 * 40 * MS;
+            while (audio as i64 * 1_000_000_000 / 8_000) <= t_ns + 128 * MS {
+                for k in 0..7u64 {
+                    let start = audio + 1024 * k / 7;
+                    let len = audio + 1024 * (k + 1) / 7 - start;
+                    parts.extend(s.push(1, sample(start, len as u32, true)));
+                }
+                audio += 1024;
+            }
+            parts.extend(s.push(0, sample(f * 3600, 3600, f % 50 == 0)));
+        }
+        let video: Vec<&PartOut> = parts.iter().filter(|p| p.track == 0).collect();
+        let audio_parts: Vec<&PartOut> = parts.iter().filter(|p| p.track == 1).collect();
+        assert!(audio_parts.len() > 40);
+        for (a, v) in audio_parts.iter().zip(&video) {
+            assert_eq!((a.msn, a.part), (v.msn, v.part));
+            // Within one FLAC frame (≤ 20 ms) of the video part, not one packet (128 ms).
+            assert!((a.start_ns - v.start_ns).abs() <= 20 * MS, "{a:?} vs {v:?}");
+            let len_ns = ticks_to_ns(a.duration_ticks as i64, 8_000);
+            assert!((len_ns - 200 * MS).abs() <= 20 * MS, "{len_ns} ns: {a:?}");
+        }
+        for w in audio_parts.windows(2) {
+            let end = w[0].start_ticks + w[0].duration_ticks;
+            assert_eq!(w[1].start_ticks, end, "no audio lost or repeated at a cut");
+        }
     }
 
     #[test]
@@ -1030,8 +1087,9 @@ mod g711_tests {
             }
         }
         assert_eq!(ticks, 50 * 160 + 70_000);
-        // Each sample is its own buffer: 50 frames, then 65535 + 4465 samples.
-        assert_eq!(sync_codes, 52);
+        // Each sample is its own buffer: 50 frames of 20 ms, then 70 000 samples in
+        // frames of 20 ms at most (438 of 159 or 160).
+        assert_eq!(sync_codes, 50 + 70_000usize.div_ceil(160));
         assert!(matches!(out.last(), Some(CmafUpdate::End)));
     }
 }
