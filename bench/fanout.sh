@@ -87,47 +87,11 @@ if ((FD_LIMIT < max_n + 200)); then
 fi
 
 WORK=$(mktemp -d /tmp/muxcast-fanout.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP_LOGS:-0} == 1 ]]; then
-        echo "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Stops one process this script started and forgets it.
-stop() {
-    local pid=$1 p keep=()
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 20000))
-        [[ -z $(ss -Htan "sport = :$p") ]] && { echo "$p"; return; }
-    done
-}
+KEPT_MESSAGE="logs kept in"
+# Cleanup of PIDS and WORK on exit, stop, free_port. Its machine_busy and wait_quiet are
+# replaced below by this script's own (one figure; nothing printed on stdout).
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # utime + stime of a process (all its threads), in seconds.
 cpu_seconds() {

@@ -1,6 +1,8 @@
-# Shared by bench/remux.sh and bench/http_wrk.sh (sourced after WORK is set): process
-# cleanup on exit, a free port, and waiting for a quiet machine (it is shared).
-# Uses: WORK (a work directory), QUIET_WAIT (seconds); fills PIDS with what to kill.
+# Shared by the bench scripts (sourced after WORK is set): process cleanup on exit,
+# stopping one process, a free port, and waiting for a quiet machine (it is shared).
+# Uses: WORK (a work directory), QUIET_WAIT (seconds), KEPT_MESSAGE (what KEEP_LOGS=1
+# prints before the directory, default "work directory kept:"); fills PIDS with what to
+# kill.
 
 PIDS=()
 cleanup() {
@@ -14,7 +16,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     if [[ ${KEEP_LOGS:-0} == 1 ]]; then
-        echo "work directory kept: $WORK"
+        echo "${KEPT_MESSAGE:-work directory kept:} $WORK"
     else
         rm -rf "$WORK"
     fi
@@ -22,12 +24,34 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Stops one process this script started (SIGTERM, then SIGKILL after 5 s) and forgets it.
+stop() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+
+# Removes one PID from PIDS (the process has exited).
+forget() {
+    local pid=$1 p keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
 free_port() {
     local p
-    while :; do
+    for _ in $(seq 100); do
         p=$((20000 + RANDOM % 20000))
         [[ -z $(ss -Htan "sport = :$p") ]] && { echo "$p"; return; }
     done
+    echo "${0##*/}: no free port found" >&2
+    return 1
 }
 
 # Percent of all cores busy over one second (whole machine, from /proc/stat): two numbers,

@@ -89,55 +89,10 @@ if (($(ulimit -n) < need)); then
 fi
 
 WORK=$(mktemp -d /tmp/muxcast-stress.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP_LOGS:-0} == 1 ]]; then
-        echo "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Stops one process this script started (SIGTERM, then SIGKILL after 5 s) and forgets it.
-stop() {
-    local pid=$1
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    forget "$pid"
-}
-
-# Removes one PID from PIDS (the process has exited).
-forget() {
-    local pid=$1 p keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-free_port() {
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 20000))
-        [[ -z $(ss -Htan "sport = :$p") ]] && { echo "$p"; return; }
-    done
-    echo "stress.sh: no free port found" >&2
-    return 1
-}
+KEPT_MESSAGE="logs kept in"
+# Cleanup of PIDS and WORK on exit, stop, forget, free_port.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 echo "== building (release) in $TARGET"
 (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" nice cargo build --release --bin muxcast --example stress 2>&1 | tail -1)

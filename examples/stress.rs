@@ -2754,6 +2754,15 @@ fn log_problems(path: &str) -> Result<Vec<(&'static str, u64, String)>, String> 
     Ok(v)
 }
 
+/// One figure of the server at the four points the soak report compares (before the
+/// clients, end of the warm-up, end of the run, after they left): `a → b → c → d`, with
+/// `?` where it could not be read.
+fn four_points<T: ToString>(points: [&Sample; 4], figure: impl Fn(&Sample) -> Option<T>) -> String {
+    points
+        .map(|s| figure(s).map_or("?".into(), |v| v.to_string()))
+        .join(" → ")
+}
+
 /// Client-side counters at one sample.
 #[derive(Clone, Default)]
 struct SoakRow {
@@ -3038,26 +3047,15 @@ fn soak(args: &Args) -> Result<bool, String> {
             o(settled.rss_kib)
         ),
     );
+    let points = [&baseline, &warm, &last, &settled];
     say(
         args,
         format!(
-            "soak: same four points: RssAnon {} → {} → {} → {} KiB; memfd {} → {} → {} → {} KiB; held {} → {} → {} → {} KiB; descriptors {} → {} → {} → {}",
-            o(baseline.rss_anon_kib),
-            o(warm.rss_anon_kib),
-            o(last.rss_anon_kib),
-            o(settled.rss_anon_kib),
-            o(baseline.memfd_kib),
-            o(warm.memfd_kib),
-            o(last.memfd_kib),
-            o(settled.memfd_kib),
-            o(baseline.held_kib()),
-            o(warm.held_kib()),
-            o(last.held_kib()),
-            o(settled.held_kib()),
-            baseline.fds.map_or("?".into(), |v| v.to_string()),
-            warm.fds.map_or("?".into(), |v| v.to_string()),
-            last.fds.map_or("?".into(), |v| v.to_string()),
-            settled.fds.map_or("?".into(), |v| v.to_string()),
+            "soak: same four points: RssAnon {} KiB; memfd {} KiB; held {} KiB; descriptors {}",
+            four_points(points, |s| s.rss_anon_kib),
+            four_points(points, |s| s.memfd_kib),
+            four_points(points, Sample::held_kib),
+            four_points(points, |s| s.fds),
         ),
     );
     say(

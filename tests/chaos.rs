@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use muxcast::ingest::mkv::{DemuxEvent, MkvDemuxer};
 use muxcast::ingest::source::Input;
 use muxcast::media::{Frame, Track, TrackKind};
 use muxcast::mux::mkv::{ClusterWriter, DocType, header, put_cluster_start, put_simple_block};
@@ -113,22 +112,7 @@ struct Source {
 }
 
 fn load(name: &str) -> Source {
-    let mut demux = MkvDemuxer::new(Default::default());
-    demux.feed(&std::fs::read(testdata(name)).unwrap());
-    let (mut tracks, mut frames) = (Vec::new(), Vec::new());
-    loop {
-        match demux.next_event() {
-            Ok(Some(DemuxEvent::Tracks(t))) => tracks = t,
-            Ok(Some(DemuxEvent::Frame(f))) => frames.push(f),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
-    while let Ok(Some(e)) = demux.finish() {
-        if let DemuxEvent::Frame(f) = e {
-            frames.push(f);
-        }
-    }
+    let (tracks, frames) = demux_testdata(name);
     let video = tracks.iter().position(|t| t.kind() == TrackKind::Video);
     let keys = frames
         .iter()
@@ -221,24 +205,9 @@ fn expect(chunks: &[Chunk]) -> Expected {
     chunks.iter().map(|c| (c.track, c.data.clone())).collect()
 }
 
-/// Where the body of a request or response goes: raw, or with chunked transfer.
-struct Out {
-    s: TcpStream,
-    chunked: bool,
-}
-
-impl Out {
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.chunked {
-            let mut c = format!("{:x}\r\n", bytes.len()).into_bytes();
-            c.extend_from_slice(bytes);
-            c.extend_from_slice(b"\r\n");
-            self.s.write_all(&c)
-        } else {
-            self.s.write_all(bytes)
-        }
-    }
-
+/// What this file's pushers and origin do with a body beyond sending it (`BodyOut`,
+/// tests/common: raw, or with chunked transfer).
+impl BodyOut {
     /// Sends `chunks`, at real time from `t0` when `pace`.
     fn feed(&mut self, chunks: &[Chunk], t0: Instant, pace: bool) -> io::Result<()> {
         for c in chunks {
@@ -294,7 +263,7 @@ enum Framing {
 
 /// A pusher's connection after the server took it.
 struct Pusher {
-    out: Out,
+    out: BodyOut,
     peer: String,
     /// From the first connection attempt to being taken (409s included).
     waited: Duration,
@@ -336,7 +305,7 @@ fn connect_pusher(
                 let chunked = matches!(framing, Framing::Chunked);
                 return (
                     Pusher {
-                        out: Out { s, chunked },
+                        out: BodyOut { s, chunked },
                         peer,
                         waited: start.elapsed(),
                         early: answer,
@@ -1376,7 +1345,7 @@ fn origin(script: Vec<Serve>) -> Origin {
                             _ => head("Connection: close\r\n"),
                         };
                         sock.write_all(h.as_bytes()).unwrap();
-                        let mut out = Out { s: sock.try_clone().unwrap(), chunked: false };
+                        let mut out = BodyOut { s: sock.try_clone().unwrap(), chunked: false };
                         let g = 2 * i % 8;
                         let run = chunks(&src, src.keys[g], src.keys[g + 1] + 6, 1000);
                         let (whole, cut) = run.split_at(run.len() - 1);
@@ -1387,7 +1356,7 @@ fn origin(script: Vec<Serve>) -> Origin {
                     }
                     Serve::Good => {
                         sock.write_all(head("Transfer-Encoding: chunked\r\n").as_bytes()).unwrap();
-                        let mut out = Out { s: sock.try_clone().unwrap(), chunked: true };
+                        let mut out = BodyOut { s: sock.try_clone().unwrap(), chunked: true };
                         out.send(&src.head).unwrap();
                         let t0 = Instant::now();
                         let run = chunks(&src, src.keys[1], src.keys[4], 1000);

@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -481,26 +481,9 @@ fn refusals_and_timeouts_are_counted_by_cause() {
     assert_eq!(timeouts(&m), 1.0);
 }
 
-/// The binary with `args`, its stderr lines in a channel.
+/// The binary with `args` and debug logs, its stderr lines in a channel.
 fn spawn_binary(args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_muxcast"))
-        .args(args)
-        .env("RUST_LOG", "info,muxcast=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start muxcast");
-    let (tx, rx) = mpsc::channel();
-    let pipe = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    spawn_muxcast(args, "info,muxcast=debug")
 }
 
 /// Lines up to and including the one containing `needle`.
@@ -585,11 +568,7 @@ fn log_format_json_writes_one_object_per_line() {
     let (status, _, _) = request(addr, b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n");
     assert_eq!(status, 400);
     lines.extend(lines_until(&rx, "bad request"));
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    sigterm(&child);
     assert!(child.wait().unwrap().success());
     lines.extend(rx.iter());
     let values: Vec<serde_json::Value> = lines.iter().map(|l| json_line(l)).collect();
@@ -624,7 +603,7 @@ fn text_logs_are_the_default_and_bad_formats_are_refused() {
         );
     }
     assert!(lines.last().unwrap().starts_with("[INFO "), "{lines:#?}");
-    let out = Command::new(env!("CARGO_BIN_EXE_muxcast"))
+    let out = Command::new(BIN)
         .args(["--log-format", "xml", "x.mkv"])
         .output()
         .unwrap();

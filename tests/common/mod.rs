@@ -1,17 +1,21 @@
 //! Shared helpers for the integration tests: a real server on 127.0.0.1:0 in a thread,
-//! raw HTTP clients, and matroska-demuxer as the independent oracle.
+//! raw HTTP clients, a chunked pusher, the built binary with its log, and
+//! matroska-demuxer as the independent oracle.
 #![allow(dead_code)]
 
-use std::io::{Cursor, Read, Write};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use muxcast::app::spawn_stream;
-use muxcast::ingest::mkv::DemuxLimits;
+use muxcast::ingest::mkv::{DemuxEvent, DemuxLimits, MkvDemuxer};
 use muxcast::ingest::source::{Input, ReaderOptions};
+use muxcast::media::{Frame, Track};
 use muxcast::server::{HlsOptions, Server, ServerOptions, ShutdownHandle};
 use muxcast::stream::PublishOptions;
 use muxcast::stream::cmaf::SegmenterOptions;
@@ -105,21 +109,7 @@ pub fn start_with(
         .collect();
     let (tx, rx) = mpsc::channel();
     let thread = thread::spawn(move || {
-        let options = ServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            max_clients: setup.max_clients,
-            max_clients_per_ip: setup.max_clients_per_ip,
-            client_timeout: setup.client_timeout,
-            header_timeout: setup.header_timeout,
-            keep_running: setup.keep_running,
-            window: WindowOptions {
-                burst_ns: (setup.burst_s * 1e9) as i64,
-                client_queue_bytes: setup.client_queue,
-            },
-            handle_signals: false,
-            hls: HlsOptions::default(),
-        };
-        let mut options = options;
+        let mut options = server_options(&setup);
         adjust(&mut options);
         let mut server = Server::bind(options)?;
         for (name, input) in streams {
@@ -153,6 +143,24 @@ pub fn start_with(
         addr,
         shutdown,
         thread: Some(thread),
+    }
+}
+
+/// The server options [`start`] binds with: 127.0.0.1:0 and `setup`'s limits.
+pub fn server_options(setup: &Setup) -> ServerOptions {
+    ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_clients: setup.max_clients,
+        max_clients_per_ip: setup.max_clients_per_ip,
+        client_timeout: setup.client_timeout,
+        header_timeout: setup.header_timeout,
+        keep_running: setup.keep_running,
+        window: WindowOptions {
+            burst_ns: (setup.burst_s * 1e9) as i64,
+            client_queue_bytes: setup.client_queue,
+        },
+        handle_signals: false,
+        hls: HlsOptions::default(),
     }
 }
 
@@ -397,4 +405,172 @@ pub fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// The frames of a testdata Matroska file as muxcast's own demuxer reads them, with its
+/// tracks: what a test pusher re-muxes and sends.
+pub fn demux_testdata(name: &str) -> (Vec<Track>, Vec<Frame>) {
+    let mut demux = MkvDemuxer::new(Default::default());
+    demux.feed(&std::fs::read(testdata(name)).unwrap());
+    let (mut tracks, mut frames) = (Vec::new(), Vec::new());
+    loop {
+        match demux.next_event() {
+            Ok(Some(DemuxEvent::Tracks(t))) => tracks = t,
+            Ok(Some(DemuxEvent::Frame(f))) => frames.push(f),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    while let Ok(Some(e)) = demux.finish() {
+        if let DemuxEvent::Frame(f) = e {
+            frames.push(f);
+        }
+    }
+    (tracks, frames)
+}
+
+/// `bytes` as one chunk of the chunked transfer coding: length in hex, CRLF, the bytes,
+/// CRLF.
+pub fn http_chunk(bytes: &[u8]) -> Vec<u8> {
+    let mut c = format!("{:x}\r\n", bytes.len()).into_bytes();
+    c.extend_from_slice(bytes);
+    c.extend_from_slice(b"\r\n");
+    c
+}
+
+/// Where the body of a request or response goes: raw, or with chunked transfer coding.
+pub struct BodyOut {
+    pub s: TcpStream,
+    pub chunked: bool,
+}
+
+impl BodyOut {
+    /// A pusher: connects to `addr` and sends the head of `PUT /NAME/ingest` with chunked
+    /// transfer coding (in one write); the Matroska stream follows through [`Self::send`].
+    pub fn push_chunked(addr: SocketAddr, name: &str) -> BodyOut {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let head =
+            format!("PUT /{name}/ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        BodyOut { s, chunked: true }
+    }
+
+    /// Sends `bytes` (as one chunk when chunked) in one write.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.chunked {
+            self.s.write_all(&http_chunk(bytes))
+        } else {
+            self.s.write_all(bytes)
+        }
+    }
+}
+
+/// The built muxcast binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_muxcast");
+
+/// Starts the binary with `args` and `RUST_LOG=rust_log` (stdin and stdout closed); its
+/// log (stderr) comes line by line through the channel, which ends when the process does.
+pub fn spawn_muxcast<S: AsRef<OsStr>>(
+    args: impl IntoIterator<Item = S>,
+    rust_log: &str,
+) -> (Child, Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start muxcast");
+    let (tx, rx) = mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The binary with a config file, killed if a test fails while it runs.
+pub struct Muxcast {
+    child: Child,
+    stderr: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Muxcast {
+    pub fn start(config: &Path) -> Muxcast {
+        let (child, stderr) = spawn_muxcast([Path::new("--config"), config], "info");
+        Muxcast {
+            child,
+            stderr,
+            log: Vec::new(),
+        }
+    }
+
+    /// The addresses of the first `n` "listening on http://ADDR/" lines, in log order.
+    pub fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut addrs = Vec::new();
+        while addrs.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {n} listening lines: {:#?}", self.log));
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split('/').next().unwrap();
+                addrs.push(addr.parse().unwrap());
+            }
+            self.log.push(line);
+        }
+        addrs
+    }
+
+    /// Waits for the process to exit; its exit code and the rest of its log.
+    pub fn wait(mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut log = std::mem::take(&mut self.log);
+                while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+                    log.push(line);
+                }
+                return (status.code(), log);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "muxcast still running: {:#?}",
+                self.log
+            );
+            while let Ok(line) = self.stderr.try_recv() {
+                self.log.push(line);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn terminate(&self) {
+        sigterm(&self.child);
+    }
+}
+
+impl Drop for Muxcast {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends SIGTERM to a process the test started.
+pub fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0);
 }
