@@ -12,14 +12,14 @@ use crate::ingest::source::{Input, ReaderOptions, run_input};
 use crate::server::{PushSlot, Server};
 use crate::stream::{PublishOptions, Publisher};
 
-/// Declares stream `name` on `server` and starts its reader thread.
+/// Declares stream `name` on `server` and starts its reader thread; returns its id.
 pub fn spawn_stream(
     server: &mut Server,
     name: &str,
     input: Input,
     reader: ReaderOptions,
     publish: PublishOptions,
-) -> io::Result<()> {
+) -> io::Result<usize> {
     let (push_slot, inbox) = if input == Input::Push {
         let (tx, rx) = channel();
         let active = Arc::new(AtomicBool::new(false));
@@ -43,5 +43,5 @@ pub fn spawn_stream(
     thread::Builder::new()
         .name(format!("in-{name}"))
         .spawn(move || run_input(input, publisher, reader, label, inbox, demand))?;
-    Ok(())
+    Ok(id)
 }

@@ -13,6 +13,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::ingest::mkv::DemuxLimits;
 use crate::ingest::source::{Input, ReaderOptions};
+use crate::server::access::{Network, Secret, StreamAccess, check_token, random_token};
 use crate::server::http::valid_stream_name;
 use crate::server::{HlsOptions, ServerOptions};
 use crate::stream::PublishOptions;
@@ -172,6 +174,38 @@ pub struct StreamConfig {
     pub line: usize,
     /// Line of its `input` key (0: the command line).
     pub input_line: usize,
+    pub access: AccessConfig,
+}
+
+/// A stream's credentials as configured (the file only: a command line shows in `ps`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessConfig {
+    pub read_token: Option<Secret>,
+    /// Basic credentials: a user and its password.
+    pub read_basic: Option<(String, Secret)>,
+    pub push_key: Option<Secret>,
+}
+
+impl AccessConfig {
+    /// The rules the server applies. A stream readers need credentials for gets a fresh
+    /// media token for the URLs it hands out.
+    pub fn rules(&self) -> std::io::Result<StreamAccess> {
+        let mut rules = if self.protects_reading() {
+            StreamAccess::reading(
+                self.read_token.clone(),
+                self.read_basic.as_ref().map(|(u, p)| (u.as_str(), p)),
+                random_token()?,
+            )
+        } else {
+            StreamAccess::default()
+        };
+        rules.push_key = self.push_key.clone();
+        Ok(rules)
+    }
+
+    pub fn protects_reading(&self) -> bool {
+        self.read_token.is_some() || self.read_basic.is_some()
+    }
 }
 
 impl StreamConfig {
@@ -210,6 +244,8 @@ pub struct ServerConfig {
     pub client_queue: usize,
     pub window: usize,
     pub ll_hls: bool,
+    /// Client networks that may connect (empty: everyone).
+    pub allow: Vec<Network>,
     pub streams: Vec<StreamConfig>,
     /// Line of its table in the file (0: the command line).
     pub line: usize,
@@ -228,6 +264,7 @@ impl Default for ServerConfig {
             client_queue: 4 * 1024 * 1024,
             window: 10,
             ll_hls: true,
+            allow: Vec::new(),
             streams: Vec::new(),
             line: 0,
         }
@@ -265,7 +302,9 @@ impl ServerConfig {
                 target_known: false,
                 part_target_s: part,
                 low_latency: self.ll_hls,
+                url_suffix: Arc::from(""),
             },
+            allow: self.allow.clone(),
         }
     }
 }
@@ -356,9 +395,9 @@ impl std::error::Error for ConfigErrors {}
 
 const TOP_KEYS: &[&str] = &["defaults", "server", "log_format"];
 /// Keys for the whole process: at the top of the file, before any table.
-const PROCESS_KEYS: &[&str] = &["log_format"];
+pub const PROCESS_KEYS: &[&str] = &["log_format"];
 const PROCESS_KEY_HINT: &str = "is per process: put it at the top of the file, before any table";
-const SERVER_KEYS: &[&str] = &[
+pub const SERVER_KEYS: &[&str] = &[
     "listen",
     "max_clients",
     "max_clients_per_ip",
@@ -369,10 +408,11 @@ const SERVER_KEYS: &[&str] = &[
     "client_queue",
     "window",
     "ll_hls",
+    "allow",
     "stream",
 ];
 /// Keys of a stream that `[defaults]` may set too.
-const SETTING_KEYS: &[&str] = &[
+pub const SETTING_KEYS: &[&str] = &[
     "formats",
     "loop",
     "prefill",
@@ -383,7 +423,15 @@ const SETTING_KEYS: &[&str] = &[
     "part_duration",
 ];
 /// Keys of a stream that only a stream may set.
-const STREAM_ONLY_KEYS: &[&str] = &["name", "input", "on_demand", "read_token", "push_key"];
+pub const STREAM_ONLY_KEYS: &[&str] = &[
+    "name",
+    "input",
+    "on_demand",
+    "read_token",
+    "read_user",
+    "read_password",
+    "push_key",
+];
 
 /// Server keys that could be per stream, but the event loop holds per server so far.
 const PER_SERVER_FOR_NOW: &[&str] = &["window", "burst", "ll_hls", "client_queue"];
@@ -403,6 +451,7 @@ struct RawServer {
     client_queue: Option<usize>,
     window: Option<Spanned<usize>>,
     ll_hls: Option<bool>,
+    allow: Option<Vec<Spanned<String>>>,
     /// Read by the walker, table by table.
     #[serde(default)]
     #[allow(dead_code)]
@@ -426,6 +475,8 @@ struct RawStream {
     part_duration: Option<Spanned<f64>>,
     on_demand: Option<Spanned<bool>>,
     read_token: Option<Spanned<String>>,
+    read_user: Option<Spanned<String>>,
+    read_password: Option<Spanned<String>>,
     push_key: Option<Spanned<String>>,
 }
 
@@ -813,6 +864,12 @@ impl<'t> Walker<'t> {
                 Err(e) => self.error(w.span(), format!("{ctx}window: {e}")),
             }
         }
+        for net in raw.allow.iter().flatten() {
+            match Network::parse(net.get_ref()) {
+                Ok(n) => server.allow.push(n),
+                Err(e) => self.error(net.span(), format!("{ctx}allow: {e}")),
+            }
+        }
     }
 
     fn stream(
@@ -886,15 +943,9 @@ impl<'t> Walker<'t> {
         let errors_before = self.errors.len();
         self.settings(&raw, &mut settings, &ctx);
         ok &= self.errors.len() == errors_before;
-        for (key, secret) in [("read_token", &raw.read_token), ("push_key", &raw.push_key)] {
-            if let Some(s) = secret {
-                self.error(
-                    s.span(),
-                    format!("{ctx}{key}: access control is not supported yet: nothing would be checked, so the key is refused (remove it)"),
-                );
-                ok = false;
-            }
-        }
+        let errors_before = self.errors.len();
+        let access = self.access(&raw, &ctx);
+        ok &= self.errors.len() == errors_before;
         let Some(spec) = &raw.input else {
             self.error(value.span(), format!("{ctx}missing key \"input\""));
             return None;
@@ -950,13 +1001,71 @@ impl<'t> Walker<'t> {
                 }
             }
         }
+        if let (Some(key), false) = (&raw.push_key, input == Input::Push) {
+            self.error(
+                key.span(),
+                format!("{ctx}push_key: only a push stream takes pushes (input is {text:?}, not \"push\")"),
+            );
+            ok = false;
+        }
         ok.then_some(StreamConfig {
             name,
             input,
             settings,
             line,
             input_line,
+            access,
         })
+    }
+
+    /// Reads a stream's credentials: tokens URL-safe and long enough, Basic as a pair.
+    fn access(&mut self, raw: &RawStream, ctx: &str) -> AccessConfig {
+        let mut access = AccessConfig::default();
+        let token = |this: &mut Self, key: &str, value: &Option<Spanned<String>>| {
+            let v = value.as_ref()?;
+            match check_token(v.get_ref()) {
+                Ok(()) => Some(Secret::new(v.get_ref().clone())),
+                Err(e) => {
+                    // The value is a secret: named by its key, never quoted.
+                    this.error(v.span(), format!("{ctx}{key}: {e}"));
+                    None
+                }
+            }
+        };
+        access.read_token = token(self, "read_token", &raw.read_token);
+        access.push_key = token(self, "push_key", &raw.push_key);
+        match (&raw.read_user, &raw.read_password) {
+            (None, None) => {}
+            (Some(user), Some(password)) => {
+                let u = user.get_ref();
+                if u.is_empty() || u.contains(':') || u.chars().any(char::is_control) {
+                    self.error(
+                        user.span(),
+                        format!("{ctx}read_user: {u:?}: must be non-empty, without ':' or control characters"),
+                    );
+                } else if password.get_ref().is_empty()
+                    || password.get_ref().chars().any(char::is_control)
+                {
+                    self.error(
+                        password.span(),
+                        format!(
+                            "{ctx}read_password: must be non-empty, without control characters"
+                        ),
+                    );
+                } else {
+                    access.read_basic = Some((u.clone(), Secret::new(password.get_ref().clone())));
+                }
+            }
+            (Some(v), None) => self.error(
+                v.span(),
+                format!("{ctx}read_user: needs read_password too (Basic credentials are a pair)"),
+            ),
+            (None, Some(v)) => self.error(
+                v.span(),
+                format!("{ctx}read_password: needs read_user too (Basic credentials are a pair)"),
+            ),
+        }
+        access
     }
 
     /// Applies the tunables of a stream table or `[defaults]` over `out`.
@@ -1221,6 +1330,61 @@ mod tests {
     }
 
     #[test]
+    fn access_keys_are_checked_and_never_quoted() {
+        let e = errors(
+            "[[server]]\nallow = [\"10.0.0.0/33\", \"lan\"]\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\nread_token = \"short-secret\"\npush_key = \"has space 0123456789\"\nread_user = \"a:b\"\nread_password = \"pw\"\n[[server.stream]]\nname = \"y\"\ninput = \"a.mkv\"\npush_key = \"0123456789abcdef\"\nread_password = \"pw\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "t.toml:2: server 1: allow: \"10.0.0.0/33\": prefix length must be 0 to 32",
+                "t.toml:2: server 1: allow: \"lan\" is not an address or network (e.g. 192.168.1.0/24, ::1)",
+                "t.toml:6: stream \"x\": read_token: must be 16 to 256 characters (it is 12): e.g. `openssl rand -hex 16`",
+                "t.toml:7: stream \"x\": push_key: ' ' is not allowed: use A-Z a-z 0-9 - . _ ~ (it goes into URLs as is)",
+                "t.toml:8: stream \"x\": read_user: \"a:b\": must be non-empty, without ':' or control characters",
+                "t.toml:13: stream \"y\": push_key: only a push stream takes pushes (input is \"a.mkv\", not \"push\")",
+                "t.toml:14: stream \"y\": read_password: needs read_user too (Basic credentials are a pair)",
+            ]
+        );
+        for line in &e {
+            assert!(
+                !line.contains("short-secret") && !line.contains("has space"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn access_rules_come_from_the_file() {
+        let c = parse(
+            "[[server]]\nallow = [\"192.168.1.0/24\", \"::1\"]\n[[server.stream]]\nname = \"cam\"\ninput = \"a.mkv\"\nread_token = \"0123456789abcdef\"\nread_user = \"u\"\nread_password = \"p w\"\n[[server.stream]]\nname = \"in\"\ninput = \"push\"\npush_key = \"fedcba9876543210\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let server = &c.servers[0];
+        assert_eq!(server.allow.len(), 2);
+        assert_eq!(server.server_options(false).allow, server.allow);
+        let cam = server.streams[0].access.rules().unwrap();
+        assert!(cam.offers_basic());
+        let suffix = cam.url_suffix();
+        assert_eq!(suffix.len(), "?token=".len() + 32, "{suffix}");
+        // A fresh media token each time rules are made: never the read token.
+        assert_ne!(
+            suffix,
+            server.streams[0].access.rules().unwrap().url_suffix()
+        );
+        assert!(!suffix.contains("0123456789abcdef"));
+        let push = server.streams[1].access.rules().unwrap();
+        assert_eq!(push.url_suffix(), "", "reading stays open");
+        assert!(push.push_key.is_some());
+        // Debug output (as `summary` or a panic might print) hides every secret.
+        let shown = format!("{c:?}");
+        for secret in ["0123456789abcdef", "p w", "fedcba9876543210"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_get_a_suggestion() {
         let e = errors(
             "[[server]]\nlisten = \"127.0.0.1:0\"\nmax_client = 5\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\n",
@@ -1228,7 +1392,7 @@ mod tests {
         assert_eq!(
             e,
             [
-                "t.toml:3: server 1: unknown key \"max_client\" (did you mean \"max_clients\"? valid keys: listen, max_clients, max_clients_per_ip, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
+                "t.toml:3: server 1: unknown key \"max_client\" (did you mean \"max_clients\"? valid keys: listen, max_clients, max_clients_per_ip, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, allow, stream)"
             ]
         );
         let e = errors("[[server]]\n[[server.stream]]\nname = \"x\"\ninput = \"push\"\nzzz = 1\n");

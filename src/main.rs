@@ -14,6 +14,7 @@ use muxcast::config::{
     self, Config, Formats, LogFormat, Seconds, ServerConfig, StreamConfig, StreamSettings,
 };
 use muxcast::ingest::source::Input;
+use muxcast::server::access::Network;
 use muxcast::server::http::valid_stream_name;
 use muxcast::server::{Server, ShutdownHandle};
 
@@ -67,6 +68,9 @@ OPTIONS:
     --max-clients N         connections beyond this get 503 [default: 1024]
     --max-clients-per-ip N  connections from one address beyond this get 503
                             [default: 256]
+    --allow NET             only clients in these networks may connect, others
+                            get 403 (repeat, or a comma list: 192.168.1.0/24,::1)
+                            [default: everyone]
     --segment-duration SECS HLS/DASH segment length; cut at the first keyframe
                             after it [default: 2]
     --part-duration SECS    LL-HLS part (CMAF chunk) length [default: 0.2]
@@ -185,6 +189,14 @@ fn parse_cli() -> Result<Mode, String> {
                     config::check_max_clients_per_ip(number(&mut parser, "--max-clients-per-ip")?)
                         .map_err(|e| format!("--max-clients-per-ip: {e}"))?
             }
+            Long("allow") => {
+                let list: String = parser.value().map_err(err)?.string().map_err(err)?;
+                for net in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    server
+                        .allow
+                        .push(Network::parse(net).map_err(|e| format!("--allow: {e}"))?);
+                }
+            }
             Long("segment-duration") => {
                 settings.segment_duration =
                     seconds(&mut parser, "--segment-duration", config::SEGMENT_DURATION)?
@@ -245,6 +257,7 @@ fn parse_cli() -> Result<Mode, String> {
             settings: settings.clone(),
             line: 0,
             input_line: 0,
+            access: Default::default(),
         });
     }
     Ok(Mode::Serve(Config {
@@ -463,13 +476,17 @@ fn run_server(config: ServerConfig, tx: Sender<(std::net::SocketAddr, Report)>) 
         }
     };
     for stream in &config.streams {
-        let started = spawn_stream(
-            &mut server,
-            &stream.name,
-            stream.input.clone(),
-            stream.reader_options(),
-            stream.publish_options(),
-        );
+        let started = stream.access.rules().and_then(|rules| {
+            let id = spawn_stream(
+                &mut server,
+                &stream.name,
+                stream.input.clone(),
+                stream.reader_options(),
+                stream.publish_options(),
+            )?;
+            server.set_access(id, rules);
+            Ok(())
+        });
         if let Err(e) = started {
             let name = &stream.name;
             return report(Report::Ready(Err(format!(

@@ -4,19 +4,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use muxcast::config::{self, Config, Formats, ServerConfig, StreamSettings};
 use muxcast::ingest::source::Input;
-
-const BIN: &str = env!("CARGO_BIN_EXE_muxcast");
 
 fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("muxcast.example.toml")
@@ -201,32 +197,14 @@ fn the_example_documents_every_key_with_its_default() {
             ..StreamSettings::default()
         }
     );
-    for key in [
-        "listen",
-        "max_clients",
-        "max_clients_per_ip",
-        "client_timeout",
-        "header_timeout",
-        "keep_running",
-        "burst",
-        "client_queue",
-        "window",
-        "ll_hls",
-        "name",
-        "input",
-        "formats",
-        "loop",
-        "prefill",
-        "rtsp_timeout",
-        "idle_close",
-        "audio_cluster",
-        "segment_duration",
-        "part_duration",
-        "on_demand",
-        "read_token",
-        "push_key",
-        "log_format",
-    ] {
+    let keys = config::PROCESS_KEYS
+        .iter()
+        .chain(config::SERVER_KEYS)
+        .chain(config::STREAM_ONLY_KEYS)
+        .chain(config::SETTING_KEYS)
+        // A table, not a key with a value.
+        .filter(|&&k| k != "stream");
+    for key in keys {
         assert!(
             text.lines().any(|l| l
                 .trim_start_matches(['#', ' '])
@@ -337,13 +315,13 @@ fn unknown_keys_name_the_valid_ones_and_the_likely_one() {
             "[[server]]\nwindw = 5\n{}",
             stream_ok("a", "push")
         )),
-        "muxcast.toml:2: server 1: unknown key \"windw\" (did you mean \"window\"? valid keys: listen, max_clients, max_clients_per_ip, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, stream)"
+        "muxcast.toml:2: server 1: unknown key \"windw\" (did you mean \"window\"? valid keys: listen, max_clients, max_clients_per_ip, client_timeout, header_timeout, keep_running, burst, client_queue, window, ll_hls, allow, stream)"
     );
     assert_eq!(
         error(
             "[[server]]\n[[server.stream]]\nname = \"cam1\"\ninput = \"push\"\nsegment_duraton = 4\n"
         ),
-        "muxcast.toml:5: stream \"cam1\": unknown key \"segment_duraton\" (did you mean \"segment_duration\"? valid keys: name, input, on_demand, read_token, push_key, formats, loop, prefill, rtsp_timeout, idle_close, audio_cluster, segment_duration, part_duration)"
+        "muxcast.toml:5: stream \"cam1\": unknown key \"segment_duraton\" (did you mean \"segment_duration\"? valid keys: name, input, on_demand, read_token, read_user, read_password, push_key, formats, loop, prefill, rtsp_timeout, idle_close, audio_cluster, segment_duration, part_duration)"
     );
     assert_eq!(
         error(&format!(
@@ -464,14 +442,14 @@ fn formats_that_do_not_work_yet_are_refused() {
 }
 
 #[test]
-fn features_not_built_yet_are_refused_not_ignored() {
+fn keys_for_other_inputs_and_weak_secrets_are_refused_not_ignored() {
     let text = "[[server]]\n[[server.stream]]\nname = \"a\"\ninput = \"push\"\non_demand = true\nread_token = \"s3cret\"\npush_key = \"k\"\n";
     assert_eq!(
         errors(text),
         [
             "muxcast.toml:5: stream \"a\": on_demand: only rtsp:// inputs can run on demand (input is \"push\")",
-            "muxcast.toml:6: stream \"a\": read_token: access control is not supported yet: nothing would be checked, so the key is refused (remove it)",
-            "muxcast.toml:7: stream \"a\": push_key: access control is not supported yet: nothing would be checked, so the key is refused (remove it)",
+            "muxcast.toml:6: stream \"a\": read_token: must be 16 to 256 characters (it is 6): e.g. `openssl rand -hex 16`",
+            "muxcast.toml:7: stream \"a\": push_key: must be 16 to 256 characters (it is 1): e.g. `openssl rand -hex 16`",
         ]
     );
     // A secret is never echoed.
@@ -671,98 +649,6 @@ fn config_takes_no_other_option_or_input() {
         String::from_utf8_lossy(&out.stderr),
         "muxcast: --check-config: --config was given already\n"
     );
-}
-
-/// The binary, killed if a test fails while it runs.
-struct Muxcast {
-    child: Child,
-    stderr: Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Muxcast {
-    fn start(config: &Path) -> Muxcast {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start muxcast");
-        let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Muxcast {
-            child,
-            stderr: rx,
-            log: Vec::new(),
-        }
-    }
-
-    /// The addresses of the first `n` "listening on http://ADDR/" lines, in log order.
-    fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut addrs = Vec::new();
-        while addrs.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {n} listening lines: {:#?}", self.log));
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split('/').next().unwrap();
-                addrs.push(addr.parse().unwrap());
-            }
-            self.log.push(line);
-        }
-        addrs
-    }
-
-    /// Waits for the process to exit; its exit code and the rest of its log.
-    fn wait(mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut log = std::mem::take(&mut self.log);
-                while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
-                    log.push(line);
-                }
-                return (status.code(), log);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "muxcast still running: {:#?}",
-                self.log
-            );
-            while let Ok(line) = self.stderr.try_recv() {
-                self.log.push(line);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn terminate(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(r, 0);
-    }
-}
-
-impl Drop for Muxcast {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A live-MKV viewer's first bytes, checked frame by frame against the source file.

@@ -73,7 +73,7 @@ const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
 
 /// The multivariant playlist: the video rendition(s) as variant streams, audio as an
 /// EXT-X-MEDIA rendition group. None until the stream has renditions.
-pub fn multivariant(renditions: &[Rendition]) -> Option<String> {
+pub fn multivariant(renditions: &[Rendition], url_suffix: &str) -> Option<String> {
     if renditions.is_empty() {
         return None;
     }
@@ -85,7 +85,7 @@ pub fn multivariant(renditions: &[Rendition]) -> Option<String> {
     for (i, a) in audio.iter().enumerate() {
         let _ = writeln!(
             out,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{}\",DEFAULT={},AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{}/index.m3u8\"",
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"{}\",DEFAULT={},AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{}/index.m3u8{url_suffix}\"",
             a.info.id,
             if i == 0 { "YES" } else { "NO" },
             a.info.channels.max(1),
@@ -99,7 +99,7 @@ pub fn multivariant(renditions: &[Rendition]) -> Option<String> {
         let a = audio.first()?;
         let _ = writeln!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"\n{}/index.m3u8",
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"\n{}/index.m3u8{url_suffix}",
             audio_bw.max(1),
             a.info.codec_string,
             a.info.id
@@ -124,7 +124,7 @@ pub fn multivariant(renditions: &[Rendition]) -> Option<String> {
         if audio_codec.is_some() {
             let _ = write!(out, ",AUDIO=\"audio\"");
         }
-        let _ = writeln!(out, "\n{}/index.m3u8", v.info.id);
+        let _ = writeln!(out, "\n{}/index.m3u8{url_suffix}", v.info.id);
     }
     Some(out)
 }
@@ -279,6 +279,7 @@ fn settings(options: &HlsOptions) -> PlaylistSettings {
         target_duration_s: options.target_duration_s,
         part_target_s: options.part_target_s,
         low_latency: options.low_latency,
+        url_suffix: options.url_suffix.clone(),
     }
 }
 
@@ -296,7 +297,7 @@ fn render(
             .filter_map(|o| {
                 let (msn, parts) = o.last_position()?;
                 Some(RenditionReport {
-                    uri: format!("../{}/index.m3u8", o.info.id),
+                    uri: format!("../{}/index.m3u8{}", o.info.id, options.url_suffix),
                     last_msn: msn,
                     last_part: parts.checked_sub(1),
                 })
@@ -480,7 +481,7 @@ pub fn retry(
     _now: Instant,
 ) -> Option<Answer> {
     if let Want::Multivariant = w.want {
-        return multivariant(renditions).map(Answer::playlist);
+        return multivariant(renditions, &options.url_suffix).map(Answer::playlist);
     }
     let Some(r) = renditions.iter().find(|r| r.info.id == w.rendition) else {
         return Some(Answer::error(

@@ -3,6 +3,8 @@
 
 pub use crate::ingest::body::BodyFraming;
 
+use super::access::Secret;
+
 /// Requests whose header block grows past this get 431.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -35,6 +37,8 @@ pub struct Request {
     /// Whether a gzip-coded body is acceptable: Accept-Encoding names gzip (or `*`) with a
     /// non-zero weight, or is absent (no preference, RFC 9110 §12.5.3).
     pub accepts_gzip: bool,
+    /// The Authorization header (kept as a secret: `Debug` does not show it).
+    pub authorization: Option<Secret>,
 }
 
 /// Whether an Accept-Encoding value accepts gzip.
@@ -104,6 +108,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     let mut host = None;
     let mut range = None;
     let mut gzip = None;
+    let mut authorization = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| ParseError::Malformed(format!("header {} is not text", h.name)))?
@@ -153,6 +158,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
             range = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("accept-encoding") {
             gzip = Some(gzip.unwrap_or(false) || accepts_gzip(value));
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(Secret::new(value.to_string()));
         }
     }
     let (raw_path, query) = match target.split_once('?') {
@@ -170,6 +177,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         host,
         range,
         accepts_gzip: gzip.unwrap_or(true),
+        authorization,
     }))
 }
 
@@ -248,6 +256,23 @@ pub enum Route {
         resource: HlsResource,
     },
     NotFound,
+}
+
+impl Route {
+    /// The stream a request is for, and whether it pushes to it (else it reads).
+    pub fn stream(&self) -> Option<(&str, bool)> {
+        match self {
+            Route::Ingest { stream } => Some((stream, true)),
+            Route::LiveMkv { stream, .. }
+            | Route::HlsMultivariant { stream }
+            | Route::HlsRedirect { stream }
+            | Route::DashManifest { stream }
+            | Route::DashRedirect { stream }
+            | Route::HlsRendition { stream, .. } => Some((stream, false)),
+            Route::Page | Route::HlsJs | Route::Metrics | Route::Status | Route::Time => None,
+            Route::NotFound => None,
+        }
+    }
 }
 
 /// A resource of one rendition.

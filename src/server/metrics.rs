@@ -59,9 +59,13 @@ pub enum Rejection {
     HeaderTimeout,
     /// Closed: a client that took nothing for `client_timeout`.
     ClientTimeout,
+    /// 401: a protected stream asked of without its credentials (or its push key).
+    Unauthorized,
+    /// 403: a client outside the server's `allow` networks.
+    Forbidden,
 }
 
-const REJECTIONS: [&str; 11] = [
+const REJECTIONS: [&str; 13] = [
     "too_many_clients",
     "per_address_cap",
     "bad_request",
@@ -73,6 +77,8 @@ const REJECTIONS: [&str; 11] = [
     "unavailable",
     "header_timeout",
     "client_timeout",
+    "unauthorized",
+    "forbidden",
 ];
 
 impl Rejection {
@@ -80,6 +86,8 @@ impl Rejection {
     pub fn of_status(status: u16) -> Option<Rejection> {
         Some(match status {
             400 => Rejection::BadRequest,
+            401 => Rejection::Unauthorized,
+            403 => Rejection::Forbidden,
             404 => Rejection::NotFound,
             405 => Rejection::MethodNotAllowed,
             409 => Rejection::Conflict,

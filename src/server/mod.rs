@@ -2,6 +2,7 @@
 //! responses without blocking. Reader threads reach it only through the update channel
 //! and its waker.
 
+pub mod access;
 mod hls;
 pub mod http;
 mod metrics;
@@ -59,6 +60,8 @@ pub struct ServerOptions {
     /// Install SIGINT/SIGTERM handlers (the binary does; tests use [`ShutdownHandle`]).
     pub handle_signals: bool,
     pub hls: HlsOptions,
+    /// Client networks that may connect; empty: everyone. Others get 403.
+    pub allow: Vec<access::Network>,
 }
 
 /// HLS serving settings (the segmenter's durations are the publisher's).
@@ -75,6 +78,9 @@ pub struct HlsOptions {
     /// LL-HLS tags and blocking requests; off (`--no-ll-hls`) for caches that cannot
     /// hold blocking requests.
     pub low_latency: bool,
+    /// Appended to every URL a playlist or manifest hands out (a protected stream's
+    /// `?token=`); empty for open streams.
+    pub url_suffix: Arc<str>,
 }
 
 impl Default for HlsOptions {
@@ -85,6 +91,7 @@ impl Default for HlsOptions {
             target_known: true,
             part_target_s: 0.2,
             low_latency: true,
+            url_suffix: Arc::from(""),
         }
     }
 }
@@ -168,6 +175,10 @@ struct StreamSlot {
     demand: Arc<Demand>,
     /// Whether its publisher makes HLS/DASH (off with `--no-hls`).
     cmaf: bool,
+    /// Who may read it and push to it.
+    access: access::StreamAccess,
+    /// `access.url_suffix()`, made once.
+    url_suffix: Arc<str>,
 }
 
 struct LiveCursor {
@@ -329,8 +340,17 @@ impl Server {
             target_duration_s: None,
             demand: Demand::new(),
             cmaf: true,
+            access: access::StreamAccess::default(),
+            url_suffix: Arc::from(""),
         });
         self.streams.len() - 1
+    }
+
+    /// Sets who may read stream `id` and push to it (everyone until told).
+    pub fn set_access(&mut self, id: usize, rules: access::StreamAccess) {
+        let slot = &mut self.streams[id];
+        slot.url_suffix = Arc::from(rules.url_suffix());
+        slot.access = rules;
     }
 
     /// Whether stream `id` makes HLS/DASH (on unless told): a request for its playlist
@@ -737,7 +757,12 @@ impl Server {
             return Flow::Open;
         }
         if req.method == Method::Options {
+            // A CORS preflight never carries credentials: it is answered for everyone.
             self.respond(token, response::options(keep_alive), keep_alive);
+            return Flow::Open;
+        }
+        if let Some(r) = self.refusal(token, &route, &req, keep_alive, head_only) {
+            self.respond(token, r, keep_alive);
             return Flow::Open;
         }
         match route {
@@ -810,7 +835,7 @@ impl Server {
             Route::HlsRedirect { stream } => {
                 self.redirect(
                     token,
-                    &format!("/{stream}/index.m3u8"),
+                    &with_query(format!("/{stream}/index.m3u8"), &req.query),
                     keep_alive,
                     head_only,
                 );
@@ -819,7 +844,10 @@ impl Server {
             Route::HlsMultivariant { stream } => {
                 let answer = match self.find_stream(&stream) {
                     None => hls::Answer::error_for(404, format!("no stream named {stream:?}")),
-                    Some(id) => match hls::multivariant(&self.streams[id].renditions) {
+                    Some(id) => match hls::multivariant(
+                        &self.streams[id].renditions,
+                        &self.streams[id].url_suffix,
+                    ) {
                         Some(text) => hls::Answer::playlist(text),
                         None if !self.streams[id].over && self.publishes_cmaf(id) => {
                             // The first viewer waits for the first segment (an on-demand
@@ -891,7 +919,7 @@ impl Server {
             Route::DashRedirect { stream } => {
                 self.redirect(
                     token,
-                    &format!("/{stream}/manifest.mpd"),
+                    &with_query(format!("/{stream}/manifest.mpd"), &req.query),
                     keep_alive,
                     head_only,
                 );
@@ -906,6 +934,7 @@ impl Server {
                             segment_s: f64::from(self.hls_options(id).target_duration_s),
                             part_s: self.hls_options(id).part_target_s,
                             window: self.options.hls.window,
+                            url_suffix: self.streams[id].url_suffix.to_string(),
                         },
                         unix_ms(),
                         &req.host
@@ -937,6 +966,59 @@ impl Server {
             }
             Route::NotFound => Flow::Close,
         }
+    }
+
+    /// The 403 (client network not allowed) or 401 (no or wrong credentials for the
+    /// stream) this request gets, if any. Checked before anything is looked up that
+    /// could start work (an on-demand camera), and answered with no stream data.
+    fn refusal(
+        &mut self,
+        token: Token,
+        route: &Route,
+        req: &Request,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> Option<Bytes> {
+        let ip = self.conns.get(token.0).map(|c| c.ip)?;
+        if !access::allowed(&self.options.allow, ip) {
+            self.counters.reject(Rejection::Forbidden);
+            return Some(response::error(
+                403,
+                "your network may not use this server",
+                keep_alive,
+                head_only,
+            ));
+        }
+        let (name, push) = route.stream()?;
+        let slot = self.streams.iter().find(|s| s.name == name)?;
+        let verdict = if push {
+            slot.access.may_push(req)
+        } else {
+            slot.access.may_read(req)
+        };
+        verdict.err()?;
+        self.counters.reject(Rejection::Unauthorized);
+        let challenge = if push {
+            "WWW-Authenticate: Bearer realm=\"muxcast push\"\r\n".to_string()
+        } else if slot.access.offers_basic() {
+            "WWW-Authenticate: Basic realm=\"muxcast\", charset=\"UTF-8\"\r\nWWW-Authenticate: Bearer realm=\"muxcast\"\r\n".to_string()
+        } else {
+            "WWW-Authenticate: Bearer realm=\"muxcast\"\r\n".to_string()
+        };
+        let what = if push {
+            "this stream takes pushes with its key only (?key= or Authorization: Bearer)"
+        } else {
+            "this stream needs credentials (?token=, Authorization: Bearer or Basic)"
+        };
+        let body = format!("401: {what}\n");
+        Some(response::finite(
+            401,
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+            keep_alive,
+            head_only,
+            &challenge,
+        ))
     }
 
     /// Parks a connection as a waiter of stream `id` (LL-HLS, LL-DASH), or answers 503
@@ -1834,11 +1916,21 @@ fn request_class(route: &Route) -> (RequestClass, Option<(&str, MediaKind)>) {
     (class, None)
 }
 
+/// `path` with the request's query string, if it had one.
+fn with_query(path: String, query: &str) -> String {
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
 fn stream_hls_options(slot: &StreamSlot, server: &HlsOptions) -> HlsOptions {
     HlsOptions {
         part_target_s: slot.part_target_s.unwrap_or(server.part_target_s),
         target_duration_s: slot.target_duration_s.unwrap_or(server.target_duration_s),
         target_known: slot.target_duration_s.is_some(),
+        url_suffix: slot.url_suffix.clone(),
         ..server.clone()
     }
 }

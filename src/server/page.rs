@@ -67,14 +67,17 @@ function stop(c) {
 function start(c, mode) {
   stop(c);
   const v = $(c, 'video'), n = encodeURIComponent(c.dataset.name);
+  // A protected stream: the page's own ?token= goes to the players' first request.
+  const t = new URLSearchParams(location.search).get('token');
+  const q = t ? '?token=' + encodeURIComponent(t) : '';
   let how;
-  if (mode === 'webm') { v.src = n + '/live.webm'; how = 'live WebM'; }
+  if (mode === 'webm') { v.src = n + '/live.webm' + q; how = 'live WebM'; }
   else if (window.Hls && Hls.isSupported()) {
     const h = c.hls = new Hls();
     h.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) say(c, 'hls.js: ' + d.details); });
-    h.loadSource(n + '/index.m3u8'); h.attachMedia(v);
+    h.loadSource(n + '/index.m3u8' + q); h.attachMedia(v);
     how = 'hls.js ' + Hls.version;
-  } else if (v.canPlayType('application/vnd.apple.mpegurl')) { v.src = n + '/index.m3u8'; how = 'native HLS'; }
+  } else if (v.canPlayType('application/vnd.apple.mpegurl')) { v.src = n + '/index.m3u8' + q; how = 'native HLS'; }
   else { say(c, 'this browser plays no HLS'); return; }
   c.dataset.player = how; say(c, how);
   v.play().catch(() => {});

@@ -74,6 +74,9 @@ fn stream_json(s: &StreamSlot) -> Value {
         "reconnects": s.stats.reconnects,
         "segments": s.stats.segments.iter().map(|(_, n)| n).max().copied().unwrap_or(0),
         "http_requests": s.stats.requests.iter().sum::<u64>(),
+        // Readers need credentials (`read_token` or Basic); pushers a key.
+        "read_protected": s.access.read.is_some(),
+        "push_protected": s.access.push_key.is_some(),
         // What the web page can play: HLS (and DASH) once renditions exist, live WebM
         // when every track is a WebM codec.
         "hls": !s.renditions.is_empty(),

@@ -20,6 +20,8 @@ pub struct DashSettings {
     pub segment_s: f64,
     pub part_s: f64,
     pub window: usize,
+    /// Appended to the init and media templates (a protected stream's `?token=`).
+    pub url_suffix: String,
 }
 
 fn duration(s: f64) -> String {
@@ -205,10 +207,11 @@ fn adaptation_set(
     let offset = (settings.segment_s - settings.part_s).max(0.0);
     let _ = writeln!(
         out,
-        r#"        <SegmentTemplate timescale="{}" presentationTimeOffset="{pto}" initialization="{}/init{init}.mp4" media="{}/t$Time$.m4s" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
+        r#"        <SegmentTemplate timescale="{}" presentationTimeOffset="{pto}" initialization="{}/init{init}.mp4{q}" media="{}/t$Time$.m4s{q}" availabilityTimeOffset="{offset:.3}" availabilityTimeComplete="false">"#,
         info.timescale,
         xml_attr(&info.id),
-        xml_attr(&info.id)
+        xml_attr(&info.id),
+        q = xml_attr(&settings.url_suffix),
     );
     let _ = writeln!(out, "          <SegmentTimeline>");
     let listed: Vec<_> = r
@@ -340,6 +343,7 @@ mod tests {
             segment_s: 2.0,
             part_s: 0.2,
             window: 10,
+            url_suffix: String::new(),
         };
         let m = mpd(&[r], &settings, 1_700_000_012_000, "/time").unwrap();
         let parsed = dash_mpd_core::parse(&m).unwrap();
@@ -368,6 +372,7 @@ mod tests {
             segment_s: 2.0,
             part_s: 0.2,
             window: 10,
+            url_suffix: String::new(),
         };
         let m = mpd(&r, &settings, 1_700_000_009_000, "http://h:1/time").unwrap();
         // The first segment (media time 90000, 1 s) began at wall 1_700_000_001_000:
@@ -439,11 +444,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_protected_stream_s_templates_carry_its_token() {
+        let r = [rendition()];
+        let settings = DashSettings {
+            url_suffix: "?token=0123456789abcdef".into(),
+            ..settings()
+        };
+        let m = mpd(&r, &settings, 1_700_000_009_000, "http://h:1/time").unwrap();
+        assert!(
+            m.contains(r#"initialization="v0/init0.mp4?token=0123456789abcdef""#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"media="v0/t$Time$.m4s?token=0123456789abcdef""#),
+            "{m}"
+        );
+        let parsed = dash_mpd_core::parse(&m).unwrap();
+        assert!(dash_mpd_core::check_conformity(&parsed).is_empty());
+    }
+
     fn settings() -> DashSettings {
         DashSettings {
             segment_s: 2.0,
             part_s: 0.2,
             window: 10,
+            url_suffix: String::new(),
         }
     }
 

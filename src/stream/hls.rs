@@ -8,6 +8,7 @@
 //! segment in progress and the preload hint go.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// A part (CMAF chunk) as the playlist lists it.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,8 @@ pub struct PlaylistSettings {
     pub target_duration_s: u32,
     pub part_target_s: f64,
     pub low_latency: bool,
+    /// Appended to every URI (a protected stream's `?token=`).
+    pub url_suffix: Arc<str>,
 }
 
 /// Another rendition's latest segment and part, for EXT-X-RENDITION-REPORT.
@@ -172,7 +175,8 @@ pub fn media_playlist(
     }
     let listed = &segments[skipped..];
     let first_init = listed.first().map_or(0, |s| s.init);
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(first_init));
+    let q = &*settings.url_suffix;
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}{q}\"", init_uri(first_init));
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
@@ -199,7 +203,7 @@ pub fn media_playlist(
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
         }
         if s.init != current_init {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(s.init));
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}{q}\"", init_uri(s.init));
             current_init = s.init;
         }
         let _ = writeln!(
@@ -211,7 +215,7 @@ pub fn media_playlist(
             for (p, part) in s.parts.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "#EXT-X-PART:DURATION={:.5},URI=\"{}\"{}",
+                    "#EXT-X-PART:DURATION={:.5},URI=\"{}{q}\"{}",
                     part.duration_s,
                     part_uri(s.msn, p),
                     if part.independent {
@@ -224,7 +228,7 @@ pub fn media_playlist(
         }
         if s.complete {
             let _ = writeln!(out, "#EXTINF:{:.5},", s.duration_s);
-            let _ = writeln!(out, "{}", segment_uri(s.msn));
+            let _ = writeln!(out, "{}{q}", segment_uri(s.msn));
         }
     }
     if ended {
@@ -237,7 +241,7 @@ pub fn media_playlist(
         };
         let _ = writeln!(
             out,
-            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}{q}\"",
             part_uri(msn, part)
         );
         for r in reports {
@@ -281,6 +285,7 @@ mod tests {
             target_duration_s: 2,
             part_target_s: 0.2,
             low_latency: true,
+            url_suffix: Arc::from(""),
         }
     }
 
@@ -351,6 +356,36 @@ mod tests {
         assert!(!p.contains("seg3.m4s"));
         assert!(p.contains("seg4.m4s"));
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
+    }
+
+    #[test]
+    fn every_uri_of_a_protected_stream_carries_its_token() {
+        let settings = PlaylistSettings {
+            url_suffix: Arc::from("?token=0123456789abcdef"),
+            ..ll()
+        };
+        let segs = vec![seg(5, 10, true), seg(6, 10, true), seg(7, 3, false)];
+        let reports = [RenditionReport {
+            uri: "../a/index.m3u8?token=0123456789abcdef".into(),
+            last_msn: 7,
+            last_part: Some(2),
+        }];
+        let p = media_playlist(&settings, &segs, 0, false, false, &reports);
+        let uris: Vec<&str> = p
+            .lines()
+            .filter_map(|l| match l.split_once("URI=\"") {
+                Some((_, rest)) => rest.split('"').next(),
+                None => (!l.starts_with('#') && !l.is_empty()).then_some(l),
+            })
+            .collect();
+        assert!(uris.len() > 10, "{p}");
+        for uri in uris {
+            assert!(uri.ends_with("?token=0123456789abcdef"), "{uri} in\n{p}");
+        }
+        assert!(p.contains("#EXT-X-MAP:URI=\"init0.mp4?token=0123456789abcdef\"\n"));
+        assert!(p.contains(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part7.3.m4s?token=0123456789abcdef\"\n"
+        ));
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn server_options(setup: &Setup) -> ServerOptions {
         },
         handle_signals: false,
         hls: HlsOptions::default(),
+        allow: Vec::new(),
     }
 }
 
