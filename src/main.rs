@@ -454,6 +454,9 @@ fn serve(config: Config) -> ExitCode {
             ok = false;
         }
     }
+    // Reader threads are not joined (a blocked stdin read would hold the exit), but
+    // cameras are told goodbye: otherwise they stream to no one until their timeout.
+    muxcast::ingest::rtsp::hang_up_all();
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -15,20 +15,26 @@
 //! - timestamps: retina unwraps 32-bit RTP time into 64 bits from the session's start;
 //!   clock jumps are re-based by the publisher's timeline;
 //! - a session that goes silent for `--rtsp-timeout`, ends or fails is reconnected with
-//!   the same backoff as HTTP pulls; viewers stay connected.
+//!   the same backoff as HTTP pulls; viewers stay connected;
+//! - sessions are hung up with TEARDOWN (retina sends it in the background when a session
+//!   is dropped, as long as the runtime runs): on demand after `--idle-close`, and when the
+//!   process exits ([`hang_up_all`]), which otherwise leaves the camera streaming to no
+//!   one until its session timeout (60 s on GStreamer's RTSP server).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::Either;
 use log::{debug, info, warn};
 use retina::client::{
     Credentials, InitialTimestampPolicy, PlayOptions, Session, SessionGroup, SessionIdPolicy,
     SessionOptions, SetupOptions, TcpTransportOptions, Transport, UdpTransportOptions,
 };
 use retina::codec::{AudioParameters, CodecItem, FrameFormat, ParametersRef, VideoParameters};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout, timeout_at};
 use url::Url;
 
@@ -350,8 +356,83 @@ pub struct RtspOptions {
     pub on_demand: Option<(Arc<Demand>, Duration)>,
 }
 
-/// Runs an RTSP input forever: connect, play, publish; on any end, back off and again.
-/// Returns only when it cannot run at all (no tokio runtime).
+/// How long a camera waits for its TEARDOWN to be answered when the process exits.
+const EXIT_TEARDOWN_WAIT: Duration = Duration::from_millis(1500);
+/// How long the process exit waits for every camera to hang up: a little more than one
+/// TEARDOWN wait, so that a camera that is off (or a reader stuck elsewhere) never holds
+/// the exit longer.
+const EXIT_WAIT: Duration = Duration::from_millis(2000);
+
+/// Hangs the cameras up when the process exits. Reader threads are not joined at exit:
+/// without this their sessions would vanish with the process, and the camera would keep
+/// them (and send RTP to a closed port, over UDP) until its session timeout.
+/// [`hang_up_all`], called by `main` once its servers have stopped, tells every input to
+/// drop its session and waits (at most [`EXIT_WAIT`]) until each has had its TEARDOWN
+/// answered or given up.
+struct ExitGate {
+    exiting: watch::Sender<bool>,
+    /// RTSP inputs still running (not yet hung up).
+    running: Mutex<usize>,
+    done: Condvar,
+}
+
+static EXIT_GATE: OnceLock<ExitGate> = OnceLock::new();
+
+impl ExitGate {
+    fn get() -> &'static ExitGate {
+        EXIT_GATE.get_or_init(|| ExitGate {
+            exiting: watch::Sender::new(false),
+            running: Mutex::new(0),
+            done: Condvar::new(),
+        })
+    }
+
+    /// Counts an input as running until the guard is dropped.
+    fn enter(&'static self) -> Running {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Running(self)
+    }
+}
+
+/// One running RTSP input (see [`ExitGate`]).
+struct Running(&'static ExitGate);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut n = self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        self.0.done.notify_all();
+    }
+}
+
+/// Before the process exits: every RTSP input hangs up (TEARDOWN); returns when all have,
+/// or after [`EXIT_WAIT`]. Inputs started later do not run (they would not be torn down).
+pub fn hang_up_all() {
+    let Some(gate) = EXIT_GATE.get() else {
+        return;
+    };
+    gate.exiting.send_replace(true);
+    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    let mut n = gate.running.lock().unwrap_or_else(PoisonError::into_inner);
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        n = gate
+            .done
+            .wait_timeout(n, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+/// Runs an RTSP input until the process exits: connect, play, publish; on any end, back
+/// off and again. Returns early only when it cannot run at all (no tokio runtime).
 pub fn run_rtsp(
     url: &RtspUrl,
     transport: RtspTransport,
@@ -359,6 +440,8 @@ pub fn run_rtsp(
     options: &RtspOptions,
     label: &str,
 ) -> Result<(), String> {
+    let gate = ExitGate::get();
+    let _running = gate.enter();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -373,7 +456,8 @@ pub fn run_rtsp(
         published: false,
         skips_logged: false,
     };
-    runtime.block_on(camera.run());
+    let exiting = gate.exiting.subscribe();
+    runtime.block_on(camera.run(exiting));
     Ok(())
 }
 
@@ -405,7 +489,45 @@ enum Stop {
 }
 
 impl Camera<'_> {
-    async fn run(&mut self) {
+    /// Sessions, one after the other, until the process exits; then hangs up.
+    async fn run(&mut self, mut exiting: watch::Receiver<bool>) {
+        let group = self.group.clone();
+        let exit = async {
+            let _ = exiting.wait_for(|&e| e).await;
+            // Sessions dropped earlier whose TEARDOWN retina is still trying (a camera
+            // that went away): not worth holding the exit for.
+            group.stale_sessions().num_sessions
+        };
+        // At exit the sessions future is dropped at the end of this block, and with it
+        // the session in flight: retina starts its TEARDOWN in the background, on this
+        // runtime, which `hang_up` keeps running.
+        let stale_before = {
+            let sessions = std::pin::pin!(self.sessions());
+            match futures::future::select(sessions, std::pin::pin!(exit)).await {
+                Either::Left(((), _)) => return,
+                Either::Right((stale_before, _)) => stale_before,
+            }
+        };
+        self.hang_up(stale_before).await;
+    }
+
+    /// At exit: waits (bounded) for the TEARDOWN of the session just dropped, if any.
+    async fn hang_up(&self, stale_before: usize) {
+        let status = self.group.stale_sessions();
+        if status.num_sessions <= stale_before {
+            return;
+        }
+        match timeout(EXIT_TEARDOWN_WAIT, self.group.await_stale_sessions(&status)).await {
+            Ok(()) => info!("{}: exiting; hung up (TEARDOWN sent)", self.label),
+            Err(_) => warn!(
+                "{}: exiting; TEARDOWN not answered within {} s",
+                self.label,
+                EXIT_TEARDOWN_WAIT.as_secs_f64()
+            ),
+        }
+    }
+
+    async fn sessions(&mut self) {
         let mut backoff = Backoff::new();
         let mut attempt = 0u64;
         self.publisher.state(InputState::Starting);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """muxcast against real third-party peers (ffmpeg, ffprobe, curl, a raw socket, hls.js and
-dash.js in headless Chromium, GStreamer, and gst-rtsp-server as an RTSP camera: checks j, k
+dash.js in headless Chromium, GStreamer, and gst-rtsp-server as an RTSP camera: checks j, k, o
 need python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp, gstreamer1.0-plugins-ugly;
 nginx as a caching reverse proxy: checks l, m need Debian's nginx, run unprivileged from
 tests/interop/nginx_cache.conf).
@@ -1095,6 +1095,199 @@ def check_k(ctx):
     check("k.camera-exit rtsp_camera.py exits 0 on SIGTERM", rc == 0, f"exit {rc}", cam.log_lines()[-5:])
     rc = srv.stop()
     check("k.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}", srv.log_tail(5))
+
+
+# RTSP on demand against GStreamer's RTSP server: connected only while watched.
+
+
+OD_IDLE_CLOSE = 3.0  # --idle-close, short to keep the suite fast
+OD_MARGIN = 1.5  # the hang-up may come this much after idle-close (demand sweeps, a frame's wait)
+OD_IDLE_WAIT = 4.0  # how long muxcast is up with no viewer before the camera is asked
+# name, mount, transport, first viewer, live MKV as ffprobe sees it.
+OD_STREAMS = [
+    ("od-tcp", "/h264-aac", "tcp", "hls", {"video": ("h264", "320x240"), "audio": ("aac", "48000Hz/2ch")}),
+    ("od-udp", "/h264-pcmu", "udp", "mkv", {"video": ("h264", "352x288"), "audio": ("pcm_mulaw", "8000Hz/1ch")}),
+]
+
+
+def wait_until(pred, timeout, step=0.05):
+    """pred()'s first true value within `timeout` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v or None
+        time.sleep(step)
+
+
+def od_transport_ok(setups, transport):
+    if transport == "tcp":
+        return bool(setups) and all(t.startswith("RTP/AVP/TCP") and "interleaved=" in t for t in setups)
+    return bool(setups) and all(re.match(r"RTP/AVP(/UDP)?;", t) and "client_port=" in t for t in setups)
+
+
+def od_cycle(ctx, srv, cam, spec):
+    """One on-demand cycle of a stream: a first viewer, media, the last viewer leaves, the
+    camera session ends after --idle-close. Returns [(name, ok, detail, extra)]."""
+    name, mount, transport, first, want_mkv = spec
+    label = f"{name} ({mount[1:]} over {transport.upper()})"
+    out = []
+    t_req = time.monotonic()
+    reader = None
+    # The first viewer: the multivariant playlist (held until the first segment exists) or
+    # live MKV (waits for the first GOP).
+    if first == "hls":
+        what = f"GET /{name}/index.m3u8"
+        try:
+            code, _, body = http_get(srv.url(f"/{name}/index.m3u8"), timeout=20)
+        except OSError as e:
+            code, body = None, str(e).encode()
+        t_answer = time.monotonic()
+        viewer_ok = code == 200 and b"#EXT-X-STREAM-INF" in body
+        viewer = f"{what} answered {code} after {t_answer - t_req:.2f} s"
+    else:
+        what = f"GET /{name}/live.mkv"
+        reader = SocketReader(srv.addr, f"/{name}/live.mkv", ctx.workdir / f"o-{name}.mkv", 30)
+        reader.start()
+        first_bytes = wait_until(lambda: reader.arrivals and reader.arrivals[0][0], 20)
+        viewer_ok = first_bytes is not None and (reader.status_line or "").startswith("HTTP/1.1 200")
+        viewer = (f"{what}: {reader.status_line!r}, first bytes after "
+                  f"{fmt_s(None if first_bytes is None else first_bytes - t_req)}")
+    # What the camera saw since the request (a session from before would not count).
+    t_of = {}
+    for t, method, _ in cam.requests(mount):
+        if t >= t_req:
+            t_of.setdefault(method, t)
+    new_sessions = [sid for sid, (created, removed) in cam.sessions(mount).items()
+                    if created is not None and created >= t_req and removed is None]
+    setups = cam.setups(mount)
+    ok = (viewer_ok and all(m in t_of for m in ("DESCRIBE", "SETUP", "PLAY"))
+          and len(new_sessions) == 1 and cam.open_sessions(mount) == new_sessions
+          and od_transport_ok(setups, transport))
+    out.append((f"o.connect {label}: the first viewer ({what}) makes muxcast connect: the camera sees "
+                f"DESCRIBE, SETUP, PLAY and one new session; the viewer gets an answer", ok,
+                f"{viewer}; camera: " + (", ".join(f"{m} +{t_of[m] - t_req:.2f} s" for m in t_of) or "nothing")
+                + f" after the request; sessions open {cam.open_sessions(mount)}, new {new_sessions}; "
+                f"SETUP transports {setups}", srv.log_tail(6)))
+
+    # Media: ffprobe reads live MKV, and a live-MKV viewer gets bytes for a few seconds.
+    try:
+        got = probe_summary(ffprobe_streams(srv.url(f"/{name}/live.mkv"))[0])
+        probe_note = f"ffprobe reads {got}"
+    except CheckFailed as e:
+        got, probe_note = None, str(e)
+    if reader is None:
+        reader = SocketReader(srv.addr, f"/{name}/live.mkv", ctx.workdir / f"o-{name}.mkv", 30)
+        reader.start()
+    time.sleep(3.0)
+    reader.stop().finish(5)
+    t_leave = time.monotonic()  # the last viewer's connection is closed
+    last = reader.arrivals[-1][0] if reader.arrivals else None
+    recent = sum(b for a, b in reader.arrivals if last is not None and a >= last - 2.0)
+    out.append((f"o.media {label}: ffprobe reads /{name}/live.mkv as "
+                f"{' + '.join(' '.join(v) for v in want_mkv.values())} and a live-MKV viewer gets media",
+                got == want_mkv and reader.body_bytes > 20000 and recent > 5000 and not reader.error,
+                f"{probe_note}; the viewer got {reader.body_bytes} bytes ({recent} in its last 2 s)"
+                + (f", error {reader.error}" if reader.error else ""), srv.log_tail(4)))
+
+    # The last viewer left: the camera's session ends after --idle-close (+ margin), not before.
+    bound = OD_IDLE_CLOSE + OD_MARGIN
+    wait_until(lambda: not cam.open_sessions(mount), bound + 4.0)
+    sessions = cam.sessions(mount)
+    removed = [r for _, r in sessions.values() if r is not None and r >= t_req]
+    ended = max(removed) - t_leave if removed and not cam.open_sessions(mount) else None
+    teardowns = [t - t_leave for t, m, _ in cam.requests(mount) if m == "TEARDOWN" and t >= t_req]
+    # The connections of this cycle (for the message: GStreamer ends a session at TEARDOWN
+    # or at its 60 s timeout, not when the connection closes).
+    clients = {c for t, m, c in cam.requests(mount) if t >= t_req}
+    wait_until(lambda: all((cam.connections().get(c) or [0, None])[1] for c in clients), 1.0)
+    conns = cam.connections()
+    closed = [conns[c][1] - t_leave for c in clients if c in conns and conns[c][1] is not None]
+    st = wait_until(lambda: (s := srv.stream(name) or {}).get("state") == "idle" and s, 2.0) or srv.stream(name) or {}
+    out.append((f"o.idle-close {label}: after the last viewer leaves, the camera has no session left within "
+                f"--idle-close {OD_IDLE_CLOSE:g} s + {OD_MARGIN:g} s (and not before {OD_IDLE_CLOSE - 0.5:g} s); "
+                f"/status.json says idle again",
+                ended is not None and OD_IDLE_CLOSE - 0.5 <= ended <= bound and st.get("state") == "idle",
+                f"session gone {fmt_s(ended)} after the last viewer left (TEARDOWN at "
+                f"{', '.join(f'+{t:.2f}' for t in teardowns) or 'none'} s, connection closed at "
+                f"{', '.join(f'+{t:.2f}' for t in closed) or 'never'} s); bound {bound:g} s; state {st.get('state')}",
+                [f"camera sessions of {mount}: {sessions}"] + srv.log_tail(6)))
+    return out
+
+
+@register("o", "RTSP on demand (GStreamer's RTSP server): no session until a viewer; hung up after "
+               "--idle-close and at exit")
+def check_o(ctx):
+    gi_python()
+    cam = RtspCamera(ctx, "o-camera")
+    inputs = [f"{n}={rtsp_url(cam, mount, transport)}#on-demand" for n, mount, transport, *_ in OD_STREAMS]
+    srv = Muxcast(ctx, "o-server", ["--idle-close", str(OD_IDLE_CLOSE)] + inputs,
+                  env={"RUST_LOG": "info,muxcast::ingest::rtsp=debug,retina::client::teardown=debug"})
+    t_up = time.monotonic()
+
+    # (a) Nobody watches: muxcast must not talk to the camera at all.
+    time.sleep(OD_IDLE_WAIT)
+    conns = cam.connections()
+    for n, mount, transport, *_ in OD_STREAMS:
+        st = srv.stream(n) or {}
+        reqs = cam.requests(mount)
+        check(f"o.idle {n}: no viewer for {OD_IDLE_WAIT:g} s: the camera got no request for {mount} and no "
+              f"connection at all; /status.json says idle",
+              not reqs and not conns and st.get("state") == "idle" and not st.get("tracks"),
+              f"{time.monotonic() - t_up:.1f} s after muxcast was up: camera requests {reqs[:4]}, "
+              f"connections {len(conns)}; state {st.get('state')}, clients {st.get('clients')}",
+              cam.log_lines()[-6:] + srv.log_tail(4))
+
+    # (b) A viewer comes and goes, on both streams at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(OD_STREAMS)) as ex:
+        results = list(ex.map(lambda spec: od_cycle(ctx, srv, cam, spec), OD_STREAMS))
+    for res in results:
+        for name, ok, detail, extra in res:
+            check(name, ok, detail, extra)
+
+    # (c) Wanted again (the camera session was torn down: no stale session to wait for),
+    # then muxcast is stopped while both play: it sends TEARDOWN before it exits.
+    readers = {}
+    t_again = time.monotonic()
+    for n, *_ in OD_STREAMS:
+        readers[n] = SocketReader(srv.addr, f"/{n}/live.mkv", ctx.workdir / f"o-{n}-again.mkv", 30)
+        readers[n].start()
+    wait_until(lambda: all(r.arrivals for r in readers.values()), 20)
+    for n, mount, transport, *_ in OD_STREAMS:
+        r = readers[n]
+        took = r.arrivals[0][0] - t_again if r.arrivals else None
+        bound = RTSP_GOP_S + 2.0
+        new_sessions = [sid for sid, (created, _) in cam.sessions(mount).items()
+                        if created is not None and created >= t_again]
+        check(f"o.again {n}: a viewer after the hang-up connects the camera again (a new session) and gets "
+              f"media within one GOP + 2 s",
+              took is not None and took <= bound and len(new_sessions) == 1
+              and cam.open_sessions(mount) == new_sessions,
+              f"first bytes {fmt_s(took)} after the request (bound {bound:g} s); camera sessions open "
+              f"{cam.open_sessions(mount)}, new {new_sessions}", srv.log_tail(6))
+    time.sleep(1.0)
+    t_term = time.monotonic()
+    rc = srv.stop(signal.SIGTERM, timeout=8)
+    t_exit = time.monotonic()
+    for r in readers.values():
+        r.stop().finish(5)
+    check("o.exit muxcast exits 0 on SIGTERM with on-demand sessions playing", rc == 0,
+          f"exit {rc} after {t_exit - t_term:.2f} s", srv.log_tail(5))
+    time.sleep(0.3)  # the camera logs what it saw
+    for n, mount, transport, *_ in OD_STREAMS:
+        teardowns = [t - t_term for t, m, _ in cam.requests(mount) if m == "TEARDOWN" and t >= t_term]
+        sessions = cam.sessions(mount)
+        gone = [r - t_term for _, r in sessions.values() if r is not None and r >= t_term]
+        left = cam.open_sessions(mount)
+        check(f"o.exit-teardown {n}: on SIGTERM muxcast sends TEARDOWN before it exits; the camera has no "
+              f"session left", teardowns and not left and all(t <= t_exit - t_term for t in teardowns),
+              f"TEARDOWN at {', '.join(f'+{t:.2f}' for t in teardowns) or 'none'} s, session gone at "
+              f"{', '.join(f'+{t:.2f}' for t in gone) or 'never'} s, muxcast exited at +{t_exit - t_term:.2f} s; "
+              f"sessions still open {left}",
+              [l for l in Path(srv.log_path).read_text(errors="replace").splitlines()
+               if "teardown" in l.lower() or "exiting" in l or "signal" in l][-8:])
+    rc = cam.stop(signal.SIGTERM, timeout=8)
+    check("o.camera-exit rtsp_camera.py exits 0 on SIGTERM", rc == 0, f"exit {rc}", cam.log_lines()[-5:])
 
 
 # ---------------------------------------------------------------------------------------

@@ -303,8 +303,11 @@ def gi_python():
 
 class RtspCamera:
     """tests/interop/rtsp_camera.py: gst-rtsp-server with live test streams on 127.0.0.1.
-    Its stderr (SETUP transports, PLAYs) goes to WORKDIR/NAME.log, appended to when the
-    camera is started again on the same port."""
+    Its stderr (connections, requests with SETUP transports, sessions; each line stamped
+    with CLOCK_MONOTONIC, the clock of time.monotonic() here) goes to WORKDIR/NAME.log,
+    appended to when the camera is started again on the same port."""
+
+    EVENT = re.compile(r"rtsp_camera: t=([\d.]+) (.*)")
 
     SCRIPT = ROOT / "tests" / "interop" / "rtsp_camera.py"
     READY = re.compile(rb"READY (rtsp://\S+)")
@@ -368,6 +371,52 @@ class RtspCamera:
             m = re.search(r"SETUP (/\S+) from \S+ Transport: (.*)", line)
             if m and m.group(1).startswith(mount + "/"):
                 out.append(m.group(2))
+        return out
+
+    def events(self):
+        """[(monotonic time, text)] of this run's client events, in the camera's order."""
+        out = []
+        for line in self.log_lines():
+            m = self.EVENT.match(line)
+            if m:
+                out.append((float(m.group(1)), m.group(2)))
+        return out
+
+    @staticmethod
+    def _of_mount(path, mount):
+        return path == mount or path.startswith(mount + "/")
+
+    def requests(self, mount):
+        """[(t, method, client)] of the RTSP requests for `mount` (DESCRIBE, SETUP, PLAY,
+        TEARDOWN; the camera does not log OPTIONS or keepalives)."""
+        out = []
+        for t, text in self.events():
+            m = re.match(r"(DESCRIBE|SETUP|PLAY|TEARDOWN) (/\S*) from (\S+)", text)
+            if m and self._of_mount(m.group(2), mount):
+                out.append((t, m.group(1), m.group(3)))
+        return out
+
+    def sessions(self, mount):
+        """{session id: [created, removed or None]} of the RTSP sessions of `mount`."""
+        out = {}
+        for t, text in self.events():
+            m = re.match(r"session (\S+) (new|removed) for (\S+)", text)
+            if m and self._of_mount(m.group(3), mount):
+                span = out.setdefault(m.group(1), [None, None])
+                span[0 if m.group(2) == "new" else 1] = t
+        return out
+
+    def open_sessions(self, mount):
+        return [sid for sid, (_, removed) in self.sessions(mount).items() if removed is None]
+
+    def connections(self):
+        """{client: [connected, closed or None]} of every RTSP connection to the camera."""
+        out = {}
+        for t, text in self.events():
+            m = re.match(r"(?:connect|client) (\S+)(?: (closed))?", text)
+            if m:
+                span = out.setdefault(m.group(1), [None, None])
+                span[1 if m.group(2) else 0] = t
         return out
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A test "IP camera": GStreamer's RTSP server (gst-rtsp-server, through PyGObject) serving
-live test streams on 127.0.0.1, for the interop suite (tests/interop/checks.py, checks j, k).
+live test streams on 127.0.0.1, for the interop suite (tests/interop/checks.py, checks j, k, o).
 
     rtsp_camera.py [--port N] [--user U --password P] [--size WxH] [--fps N] [--gop N]
                    [--bitrate KBIT]
@@ -18,9 +18,22 @@ anyone watches. RTP over TCP (interleaved) and over UDP are both allowed. With -
 --password every mount requires RTSP Digest authentication (Basic is not offered).
 
 Prints one line `READY rtsp://127.0.0.1:PORT` on stdout once listening (--port 0, the
-default, picks a free port). Logs each client's SETUP Transport header and PLAY on stderr
-(`SETUP /h264-aac/stream=0 Transport: RTP/AVP/TCP;...`), so a test can see which
-transport a client really used. Exits 0 on SIGTERM or SIGINT.
+default, picks a free port). Logs on stderr what clients do, one line per event, each
+stamped with this host's CLOCK_MONOTONIC (Python's time.monotonic(), comparable with the
+test's), so a test can see which transport a client really used and when a client had a
+session (on-demand checks):
+
+    rtsp_camera: t=MONO connect c1@127.0.0.1 (connections 1)
+    rtsp_camera: t=MONO DESCRIBE /h264-aac from c1@127.0.0.1
+    rtsp_camera: t=MONO SETUP /h264-aac/stream=0 from c1@127.0.0.1 Transport: RTP/AVP/TCP;...
+    rtsp_camera: t=MONO session SID new for /h264-aac from c1@127.0.0.1 (sessions 1)
+    rtsp_camera: t=MONO PLAY /h264-aac from c1@127.0.0.1
+    rtsp_camera: t=MONO TEARDOWN /h264-aac from c1@127.0.0.1
+    rtsp_camera: t=MONO session SID removed for /h264-aac (sessions 0)
+    rtsp_camera: t=MONO client c1@127.0.0.1 closed (connections 0)
+
+`sessions` counts the RTSP sessions of the server's pool, `connections` the open client
+connections. Exits 0 on SIGTERM or SIGINT.
 
 Needs Debian 12's python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp,
 gstreamer1.0-plugins-{base,good,bad,ugly} and gstreamer1.0-libav (x264enc is in -ugly,
@@ -31,6 +44,7 @@ belong to (/usr/bin/python3), not a virtualenv's.
 import argparse
 import signal
 import sys
+import time
 
 import gi
 
@@ -41,7 +55,7 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def log(msg):
-    print(f"rtsp_camera: {msg}", file=sys.stderr, flush=True)
+    print(f"rtsp_camera: t={time.monotonic():.3f} {msg}", file=sys.stderr, flush=True)
 
 
 def aac_encoder():
@@ -136,20 +150,53 @@ def main():
                 f"{a.user}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
         mounts.add_factory(path, f)
 
+    pool = server.get_session_pool()
+    clients = {"next": 0, "open": 0}
+    session_paths = {}  # session id -> mount of its first SETUP
+
+    def mount_of(ctx):
+        path = ctx.uri.abspath if ctx.uri else "?"
+        return next((m for m in mounts_spec if path == m or path.startswith(m + "/")), path)
+
     def on_client(_server, client):
-        peer = client.get_connection().get_ip() if client.get_connection() else "?"
+        clients["next"] += 1
+        clients["open"] += 1
+        conn = client.get_connection()
+        peer = f"c{clients['next']}@{conn.get_ip() if conn else '?'}"
+        log(f"connect {peer} (connections {clients['open']})")
+
+        def on_describe(_client, ctx):
+            log(f"DESCRIBE {ctx.uri.abspath if ctx.uri else '?'} from {peer}")
 
         def on_setup(_client, ctx):
             ok, transport = ctx.request.get_header(GstRtsp.RTSPHeaderField.TRANSPORT, 0)
             log(f"SETUP {ctx.uri.abspath if ctx.uri else '?'} from {peer} Transport: {transport if ok == GstRtsp.RTSPResult.OK else '?'}")
+            sid = ctx.session.get_sessionid() if ctx.session else None
+            if sid and sid not in session_paths:
+                session_paths[sid] = mount_of(ctx)
+                log(f"session {sid} new for {session_paths[sid]} from {peer} (sessions {pool.get_n_sessions()})")
 
         def on_play(_client, ctx):
             log(f"PLAY {ctx.uri.abspath if ctx.uri else '?'} from {peer}")
 
+        def on_teardown(_client, ctx):
+            log(f"TEARDOWN {ctx.uri.abspath if ctx.uri else '?'} from {peer}")
+
+        def on_closed(_client):
+            clients["open"] -= 1
+            log(f"client {peer} closed (connections {clients['open']})")
+
+        client.connect("describe-request", on_describe)
         client.connect("setup-request", on_setup)
         client.connect("play-request", on_play)
-        client.connect("closed", lambda _c: log(f"client {peer} closed"))
+        client.connect("teardown-request", on_teardown)
+        client.connect("closed", on_closed)
 
+    def on_session_removed(_pool, session):
+        sid = session.get_sessionid()
+        log(f"session {sid} removed for {session_paths.pop(sid, '?')} (sessions {pool.get_n_sessions()})")
+
+    pool.connect("session-removed", on_session_removed)
     server.connect("client-connected", on_client)
 
     if server.attach(None) == 0:
@@ -165,7 +212,6 @@ def main():
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, stop, "SIGTERM")
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, stop, "SIGINT")
     # Drop sessions of clients that vanished (UDP clients have no connection to lose).
-    pool = server.get_session_pool()
     GLib.timeout_add_seconds(2, lambda: (pool.cleanup(), True)[1])
 
     log(f"{aac} for AAC; auth {'Digest user ' + a.user if a.user else 'none'}; mounts {', '.join(mounts_spec)}")

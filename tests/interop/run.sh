@@ -3,11 +3,12 @@
 # headless Chromium, GStreamer, and GStreamer's RTSP server as a camera.
 #
 #   tests/interop/run.sh            # every check
-#   tests/interop/run.sh a c        # some of them (letters: see checks.py)
+#   tests/interop/run.sh a c        # some of them (letters: see checks.py; k camera faults,
+#                                   # o cameras on demand)
 #
 # Needs: cargo, python3 (stdlib only), ffmpeg/ffprobe, curl, coreutils `timeout`; for checks
 # h, i and j also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
-# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav; for checks j and k
+# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav; for checks j, k and o
 # (RTSP cameras: tests/interop/rtsp_camera.py) Debian's python3-gi,
 # gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp and gstreamer1.0-plugins-ugly (x264enc),
 # found through /usr/bin/python3 when `python3` is another one (.ci/run installs all of
