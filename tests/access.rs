@@ -100,6 +100,7 @@ fn token_of(uri: &str) -> &str {
 fn assert_refused(addr: SocketAddr, path: &str, headers: &str) {
     let (status, head, body) = get_with(addr, path, headers);
     assert_eq!(status, 401, "{path} with {headers:?}: {head}");
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
     assert!(
         head.contains("WWW-Authenticate: Basic realm=\"muxcast\""),
         "{head}"
@@ -119,7 +120,15 @@ fn assert_refused(addr: SocketAddr, path: &str, headers: &str) {
 fn protected_streams_need_credentials_and_their_urls_carry_what_players_need() {
     let mut mux = Muxcast::start(&config_file());
     let addrs = mux.listening(2);
-    let (addr, far) = (addrs[0], addrs[1]);
+    // The two servers start in their own threads: their lines come in either order.
+    // The one that refuses 127.0.0.1 is the one with allow = ["10.0.0.0/8"].
+    let refuses = |a: SocketAddr| get_with(a, "/time", "").0 == 403;
+    let (addr, far) = if refuses(addrs[0]) {
+        (addrs[1], addrs[0])
+    } else {
+        (addrs[0], addrs[1])
+    };
+    assert!(!refuses(addr) && refuses(far));
     wait_for_stream(addr, "cam", Duration::from_secs(10), |s| {
         s["state"] == "live"
     });
@@ -313,6 +322,7 @@ fn protected_streams_need_credentials_and_their_urls_carry_what_players_need() {
     for path in ["/", "/status.json", "/far/live.mkv", "/metrics"] {
         let (status, head, body) = get_with(far, path, "");
         assert_eq!(status, 403, "{path}: {head}");
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
         assert!(position(&body, &[0x1a, 0x45, 0xdf, 0xa3]).is_none());
     }
 

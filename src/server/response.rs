@@ -42,6 +42,8 @@ pub fn reason(status: u16) -> &'static str {
         206 => "Partial Content",
         302 => "Found",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
