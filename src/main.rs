@@ -2,21 +2,21 @@
 //! its servers, each in its own thread, all stopped by SIGINT/SIGTERM.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use log::{error, info};
-use muxcast::app::spawn_stream;
+use log::{error, info, warn};
+use muxcast::app::{self, ReloadPlan};
 use muxcast::config::{
     self, Config, Formats, LogFormat, Seconds, ServerConfig, StreamConfig, StreamSettings,
 };
 use muxcast::ingest::source::Input;
 use muxcast::server::access::Network;
 use muxcast::server::http::valid_stream_name;
-use muxcast::server::{Server, ShutdownHandle};
+use muxcast::server::{ControlHandle, Server, ShutdownHandle};
 
 const HELP: &str = "\
 muxcast: a live media server. Matroska/WebM in; live MKV/WebM out over HTTP.
@@ -330,14 +330,14 @@ fn main() -> ExitCode {
         Ok(Mode::Run(path)) => match config::load(&path) {
             Ok(config) => {
                 init_logging(config.log_format);
-                serve(config)
+                serve(config, Some(path))
             }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
             }
         },
-        Ok(Mode::Serve(config)) => serve(config),
+        Ok(Mode::Serve(config)) => serve(config, None),
         Err(e) => {
             eprintln!("muxcast: {e}");
             ExitCode::from(2)
@@ -347,8 +347,9 @@ fn main() -> ExitCode {
 
 /// What a server thread tells the main thread.
 enum Report {
-    /// Listening, streams started: how to stop it; or why it could not start.
-    Ready(Result<ShutdownHandle, String>),
+    /// Listening, streams started: how to stop it and hand it work; or why it could not
+    /// start.
+    Ready(Result<(ShutdownHandle, ControlHandle), String>),
     /// `Server::run` returned.
     Done(io::Result<bool>),
 }
@@ -358,6 +359,9 @@ enum Report {
 struct Running {
     handles: Vec<ShutdownHandle>,
     stopping: bool,
+    /// Each server as configured now (by its configured `listen`), and, once it is
+    /// ready, how to reach its loop: what a reload compares the file with.
+    servers: Vec<(ServerConfig, Option<ControlHandle>)>,
 }
 
 impl Running {
@@ -367,17 +371,104 @@ impl Running {
             h.shutdown();
         }
     }
+
+    /// SIGHUP: reads the file again; a file with errors is refused (the running
+    /// configuration stays). Streams added start, removed ones stop, changed ones restart
+    /// (all of a server's in one piece of work for its loop, so it never sees a moment
+    /// without streams); unchanged ones are not touched. Servers added or removed, and
+    /// changed server keys, need a restart: said, not done.
+    fn reload(&mut self, path: &Path) {
+        if self.stopping {
+            return;
+        }
+        let new = match config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(
+                    "reload: {} has errors; the running configuration stays:",
+                    path.display()
+                );
+                for line in e.to_string().lines() {
+                    error!("reload: {line}");
+                }
+                return;
+            }
+        };
+        let (mut added, mut removed, mut restarted, mut unchanged) = (0, 0, 0, 0);
+        for (old, control) in &mut self.servers {
+            let Some(next) = new.servers.iter().find(|s| s.listen == old.listen) else {
+                warn!(
+                    "reload: server {} is not in the file any more: it runs until muxcast restarts",
+                    old.listen
+                );
+                continue;
+            };
+            let Some(control) = control else {
+                continue;
+            };
+            let plan = ReloadPlan::new(old, next);
+            if !plan.needs_restart.is_empty() {
+                warn!(
+                    "reload: server {}: changed {} take effect at the next restart",
+                    old.listen,
+                    plan.needs_restart.join(", ")
+                );
+            }
+            let listen = old.listen;
+            added += plan.added.len();
+            removed += plan.removed.len();
+            restarted += plan.changed.len();
+            unchanged += plan.unchanged.len();
+            let work = move |server: &mut Server| {
+                for name in plan
+                    .removed
+                    .iter()
+                    .chain(plan.changed.iter().map(|s| &s.name))
+                {
+                    server.remove_stream(name);
+                }
+                for stream in plan.changed.iter().chain(&plan.added) {
+                    match app::start_stream(server, stream) {
+                        Ok(_) => info!(
+                            "stream {}: started ({})",
+                            stream.name,
+                            stream.input.describe()
+                        ),
+                        Err(e) => {
+                            error!("server {listen}: stream {}: cannot start: {e}", stream.name)
+                        }
+                    }
+                }
+            };
+            if control.run(Box::new(work)) {
+                old.streams = next.streams.clone();
+            }
+        }
+        for s in &new.servers {
+            if !self.servers.iter().any(|(o, _)| o.listen == s.listen) {
+                warn!(
+                    "reload: server {} is new: it starts when muxcast restarts",
+                    s.listen
+                );
+            }
+        }
+        info!(
+            "reload: {}: {added} stream(s) added, {removed} removed, {restarted} restarted, {unchanged} unchanged",
+            path.display()
+        );
+    }
 }
 
 /// Runs every server of `config` in its own thread until all have ended. SIGINT/SIGTERM
 /// stop them all (each finishes the frame it is writing to each viewer); a server that
 /// cannot start or whose loop fails stops the others. Exit 0 when every server ended
 /// cleanly, 1 otherwise (a bind failure, a failed stream, a failed loop).
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     // Installed before any server starts, so no signal finds the default action.
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -391,8 +482,19 @@ fn serve(config: Config) -> ExitCode {
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                info!("signal {sig}: shutting down");
-                if let Ok(mut r) = on_signal.lock() {
+                let Ok(mut r) = on_signal.lock() else {
+                    continue;
+                };
+                if sig == signal_hook::consts::SIGHUP {
+                    match &path {
+                        Some(path) => {
+                            info!("signal {sig}: reloading {}", path.display());
+                            r.reload(path);
+                        }
+                        None => warn!("signal {sig}: nothing to reload (started without --config)"),
+                    }
+                } else {
+                    info!("signal {sig}: shutting down");
                     r.stop_all();
                 }
             }
@@ -407,6 +509,9 @@ fn serve(config: Config) -> ExitCode {
     for (i, server) in config.servers.into_iter().enumerate() {
         let tx = tx.clone();
         let listen = server.listen;
+        if let Ok(mut r) = running.lock() {
+            r.servers.push((server.clone(), None));
+        }
         match thread::Builder::new()
             .name(format!("server-{}", i + 1))
             .spawn(move || run_server(server, tx))
@@ -429,11 +534,14 @@ fn serve(config: Config) -> ExitCode {
             break;
         };
         match report {
-            Report::Ready(Ok(handle)) => {
+            Report::Ready(Ok((handle, control))) => {
                 if r.stopping {
                     handle.shutdown();
                 }
                 r.handles.push(handle);
+                if let Some((_, slot)) = r.servers.iter_mut().find(|(c, _)| c.listen == listen) {
+                    *slot = Some(control);
+                }
             }
             Report::Ready(Err(message)) => {
                 eprintln!("muxcast: {message}");
@@ -479,18 +587,7 @@ fn run_server(config: ServerConfig, tx: Sender<(std::net::SocketAddr, Report)>) 
         }
     };
     for stream in &config.streams {
-        let started = stream.access.rules().and_then(|rules| {
-            let id = spawn_stream(
-                &mut server,
-                &stream.name,
-                stream.input.clone(),
-                stream.reader_options(),
-                stream.publish_options(),
-            )?;
-            server.set_access(id, rules);
-            Ok(())
-        });
-        if let Err(e) = started {
+        if let Err(e) = app::start_stream(&mut server, stream) {
             let name = &stream.name;
             return report(Report::Ready(Err(format!(
                 "stream {name}: cannot start its reader thread: {e}"
@@ -502,7 +599,10 @@ fn run_server(config: ServerConfig, tx: Sender<(std::net::SocketAddr, Report)>) 
         server.local_addr(),
         config.streams.len()
     );
-    report(Report::Ready(Ok(server.shutdown_handle())));
+    report(Report::Ready(Ok((
+        server.shutdown_handle(),
+        server.control_handle(),
+    ))));
     report(Report::Done(server.run()));
 }
 

@@ -492,8 +492,16 @@ impl Camera<'_> {
     /// Sessions, one after the other, until the process exits; then hangs up.
     async fn run(&mut self, mut exiting: watch::Receiver<bool>) {
         let group = self.group.clone();
+        let removed = self.publisher.stop_flag();
         let exit = async {
-            let _ = exiting.wait_for(|&e| e).await;
+            // The process exits, or a configuration reload removed the stream.
+            let exiting = exiting.wait_for(|&e| e);
+            let removed = async {
+                while !removed.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            };
+            futures::future::select(std::pin::pin!(exiting), std::pin::pin!(removed)).await;
             // Sessions dropped earlier whose TEARDOWN retina is still trying (a camera
             // that went away): not worth holding the exit for.
             group.stale_sessions().num_sessions

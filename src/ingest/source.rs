@@ -172,6 +172,9 @@ impl Pacer {
 /// What one read of the input produces goes to the event loop as one batch, sent before
 /// the next read or pacing sleep (either may block): unpaced input of small frames
 /// otherwise costs a channel message per frame and per part.
+/// Why a reader stopped when its stream was removed by a configuration reload.
+const REMOVED: &str = "the stream was removed (configuration reload)";
+
 fn pump(
     reader: &mut dyn Read,
     publisher: &mut Publisher,
@@ -231,6 +234,9 @@ fn pump_batched(
             None => {
                 // The read may block: what the last one produced goes out first.
                 publisher.flush();
+                if publisher.stopped() {
+                    return Err(PassError::Other(REMOVED.into()));
+                }
                 match reader.read(&mut buf) {
                     Ok(0) => eof = true,
                     Ok(n) => demux.feed(&buf[..n]),
@@ -336,6 +342,9 @@ fn run_http(
             info!("{label}: connected to {url}");
             pump(&mut body, publisher, None, &options.limits, label)
         });
+        if publisher.stopped() {
+            return Err(REMOVED.into());
+        }
         let why = match outcome {
             Ok(frames) => {
                 if frames > 0 {
@@ -351,7 +360,17 @@ fn run_http(
             delay.as_secs_f64()
         );
         publisher.state(InputState::Reconnecting(why));
-        thread::sleep(delay);
+        // In steps, so that a removed stream does not wait out a 30 s backoff.
+        let until = std::time::Instant::now() + delay;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            if publisher.stopped() {
+                return Err(REMOVED.into());
+            }
+            thread::sleep(left.min(Duration::from_millis(250)));
+        }
+        if publisher.stopped() {
+            return Err(REMOVED.into());
+        }
     }
 }
 

@@ -171,7 +171,7 @@ impl Out {
     /// A family with one sample per stream.
     fn per_stream<V: std::fmt::Display>(
         &mut self,
-        streams: &[StreamSlot],
+        streams: &[&StreamSlot],
         name: &str,
         kind: &str,
         help: &str,
@@ -203,7 +203,9 @@ fn escape_help(v: &str) -> String {
 }
 
 pub(super) fn render(server: &Server, now: Instant) -> String {
-    let streams = &server.streams;
+    // Removed streams (a configuration reload) are no longer reported.
+    let streams: Vec<&StreamSlot> = server.active_streams().collect();
+    let streams = &streams[..];
     let mut o = Out {
         text: String::with_capacity(4096 + streams.len() * 3072),
     };
@@ -258,7 +260,8 @@ pub(super) fn render(server: &Server, now: Instant) -> String {
         "counter",
         "GOPs that slow live-MKV viewers skipped to stay within their queue (all streams).",
     );
-    let skipped: u64 = streams.iter().map(|s| s.stats.gops_skipped).sum();
+    // Every stream's, removed ones too: a counter never goes back.
+    let skipped: u64 = server.streams.iter().map(|s| s.stats.gops_skipped).sum();
     o.sample("muxcast_gops_skipped_total", &[], skipped);
     o.family(
         "muxcast_requests_total",

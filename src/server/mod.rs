@@ -119,6 +119,26 @@ impl ShutdownHandle {
     }
 }
 
+/// Work for a server's loop from another thread: run with the server, between rounds
+/// (a configuration reload adds and removes streams this way).
+pub type Control = Box<dyn FnOnce(&mut Server) + Send>;
+
+/// Hands [`Control`] work to a running server's loop.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: Sender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl ControlHandle {
+    /// Queues `work`; false when the server has stopped.
+    pub fn run(&self, work: Control) -> bool {
+        let sent = self.tx.send(work).is_ok();
+        let _ = self.waker.wake();
+        sent
+    }
+}
+
 /// Counters the event loop keeps per stream.
 #[derive(Debug, Default)]
 struct StreamStats {
@@ -175,6 +195,11 @@ struct StreamSlot {
     demand: Arc<Demand>,
     /// Whether its publisher makes HLS/DASH (off with `--no-hls`).
     cmaf: bool,
+    /// Removed by a configuration reload: kept as a tombstone (ids are never reused, so
+    /// late updates of its reader cannot land on another stream), found by no request.
+    retired: bool,
+    /// Tells its reader to stop (see `Publisher::stopped`).
+    stop: Arc<AtomicBool>,
     /// Who may read it and push to it.
     access: access::StreamAccess,
     /// `access.url_suffix()`, made once.
@@ -279,6 +304,8 @@ pub struct Server {
     read_buf: Box<[u8; READ_CHUNK]>,
     /// Server-wide counters for `/metrics`.
     counters: metrics::Counters,
+    control_tx: Sender<Control>,
+    control_rx: Receiver<Control>,
 }
 
 impl Server {
@@ -294,6 +321,7 @@ impl Server {
         // pusher or an HTTP source, a paced file falls behind) instead of queueing their
         // updates without limit (153 MiB once, under heavy outside load).
         let (tx, rx) = sync_channel(UPDATE_QUEUE);
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -313,6 +341,8 @@ impl Server {
             per_ip: HashMap::new(),
             read_buf: Box::new([0; READ_CHUNK]),
             counters: metrics::Counters::default(),
+            control_tx,
+            control_rx,
         })
     }
 
@@ -340,10 +370,52 @@ impl Server {
             target_duration_s: None,
             demand: Demand::new(),
             cmaf: true,
+            retired: false,
+            stop: Arc::default(),
             access: access::StreamAccess::default(),
             url_suffix: Arc::from(""),
         });
         self.streams.len() - 1
+    }
+
+    /// The flag that stops stream `id`'s reader when the stream is removed.
+    pub fn stop_flag(&self, id: usize) -> Arc<AtomicBool> {
+        self.streams[id].stop.clone()
+    }
+
+    /// Whether a stream named `name` is served.
+    pub fn has_stream(&self, name: &str) -> bool {
+        self.streams.iter().any(|s| !s.retired && s.name == name)
+    }
+
+    /// Removes stream `name`: its reader is told to stop (an RTSP camera is hung up),
+    /// its live-MKV viewers get the end of the stream, held requests are answered, and
+    /// its segments are let go. Returns whether there was such a stream.
+    pub fn remove_stream(&mut self, name: &str) -> bool {
+        let Some(id) = self
+            .streams
+            .iter()
+            .position(|s| !s.retired && s.name == name)
+        else {
+            return false;
+        };
+        let slot = &mut self.streams[id];
+        slot.retired = true;
+        slot.stop.store(true, Ordering::SeqCst);
+        // Dropping the push slot ends a push reader waiting for its next pusher.
+        slot.push = None;
+        slot.over = true;
+        slot.log.end();
+        slot.renditions.clear();
+        info!("stream {name}: removed");
+        self.wake_waiters(id, Instant::now(), true);
+        self.write_viewers(id);
+        true
+    }
+
+    /// The streams requests can reach (not removed ones).
+    fn active_streams(&self) -> impl Iterator<Item = &StreamSlot> {
+        self.streams.iter().filter(|s| !s.retired)
     }
 
     /// Sets who may read stream `id` and push to it (everyone until told).
@@ -373,6 +445,13 @@ impl Server {
             tx: self.tx.clone(),
             waker: self.waker.clone(),
             wake_pending: self.wake_pending.clone(),
+        }
+    }
+
+    pub fn control_handle(&self) -> ControlHandle {
+        ControlHandle {
+            tx: self.control_tx.clone(),
+            waker: self.waker.clone(),
         }
     }
 
@@ -431,6 +510,9 @@ impl Server {
                 }
             }
             self.drain_updates();
+            while let Ok(work) = self.control_rx.try_recv() {
+                work(&mut self);
+            }
             self.serve_deferred();
             if self.shutdown.load(Ordering::SeqCst) && self.shutting_down.is_none() {
                 self.begin_shutdown();
@@ -720,7 +802,10 @@ impl Server {
         let (class, media) = request_class(&route);
         self.counters.request(class);
         if let Some((name, kind)) = media
-            && let Some(slot) = self.streams.iter_mut().find(|s| s.name == name)
+            && let Some(slot) = self
+                .streams
+                .iter_mut()
+                .find(|s| !s.retired && s.name == name)
         {
             slot.stats.requests[kind as usize] += 1;
         }
@@ -767,7 +852,8 @@ impl Server {
         }
         match route {
             Route::Page => {
-                let body = page::render(self.streams.iter().map(|s| s.name.as_str()));
+                let names: Vec<&str> = self.active_streams().map(|s| s.name.as_str()).collect();
+                let body = page::render(names.into_iter());
                 let r = response::finite(
                     200,
                     "text/html; charset=utf-8",
@@ -818,7 +904,7 @@ impl Server {
                 Flow::Open
             }
             Route::Status => {
-                let body = status::render(&self.streams, self.started, self.conns.len());
+                let body = status::render(self.active_streams(), self.started, self.conns.len());
                 let r = response::finite(
                     200,
                     "application/json",
@@ -990,7 +1076,7 @@ impl Server {
             ));
         }
         let (name, push) = route.stream()?;
-        let slot = self.streams.iter().find(|s| s.name == name)?;
+        let slot = self.streams.iter().find(|s| !s.retired && s.name == name)?;
         let verdict = if push {
             slot.access.may_push(req)
         } else {
@@ -1168,7 +1254,10 @@ impl Server {
 
     /// The stream named `name`; someone wants it now (see [`Demand`]).
     fn find_stream(&self, name: &str) -> Option<usize> {
-        let id = self.streams.iter().position(|s| s.name == name)?;
+        let id = self
+            .streams
+            .iter()
+            .position(|s| !s.retired && s.name == name)?;
         self.streams[id].demand.touch();
         Some(id)
     }
@@ -1525,7 +1614,8 @@ impl Server {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 },
             };
-            let Some(slot) = self.streams.get_mut(id) else {
+            // A removed stream's reader may send a little more before it sees its stop.
+            let Some(slot) = self.streams.get_mut(id).filter(|s| !s.retired) else {
                 continue;
             };
             let cmaf = matches!(update, Update::Cmaf(_));

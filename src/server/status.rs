@@ -7,8 +7,12 @@ use serde_json::{Value, json};
 use super::StreamSlot;
 use crate::media::TrackKind;
 
-pub(super) fn render(streams: &[StreamSlot], started: Instant, connections: usize) -> String {
-    let list: Vec<Value> = streams.iter().map(stream_json).collect();
+pub(super) fn render<'a>(
+    streams: impl Iterator<Item = &'a StreamSlot>,
+    started: Instant,
+    connections: usize,
+) -> String {
+    let list: Vec<Value> = streams.map(stream_json).collect();
     let doc = json!({
         "server": {
             "version": env!("CARGO_PKG_VERSION"),

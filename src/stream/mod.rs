@@ -191,6 +191,9 @@ pub struct Publisher {
     batch: Option<Vec<Update>>,
     /// What the CMAF pipeline made of one frame (kept between frames).
     cmaf_out: Vec<cmaf::CmafUpdate>,
+    /// Set by the server when the stream is removed (a configuration reload): the reader
+    /// stops at its next read.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a stream's media sequence numbers and CMAF media times begin. Segment and init
@@ -240,7 +243,23 @@ impl Publisher {
             reanchor: false,
             batch: None,
             cmaf_out: Vec::new(),
+            stop: Arc::default(),
         }
+    }
+
+    /// The flag that tells this stream's reader to stop (see [`Publisher::stopped`]).
+    pub fn set_stop_flag(&mut self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        self.stop = stop;
+    }
+
+    /// Whether the stream was removed: readers check it before they read again.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A clone of the stop flag, for a reader that waits elsewhere (an RTSP session).
+    pub fn stop_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stop.clone()
     }
 
     /// While on, updates are held and sent together by [`Publisher::flush`] (in order,

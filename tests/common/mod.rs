@@ -558,6 +558,29 @@ impl Muxcast {
     pub fn terminate(&self) {
         sigterm(&self.child);
     }
+
+    /// SIGHUP: reload the configuration file.
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(r, 0);
+    }
+
+    /// The next log line containing `needle` (within 10 s); the lines before it are kept.
+    pub fn line_with(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with {needle:?}: {:#?}", self.log));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
 }
 
 impl Drop for Muxcast {
