@@ -30,8 +30,9 @@ from pathlib import Path
 from helpers import (
     PROCS, RESULTS, ROOT, TESTDATA, CheckFailed, HlsFollower, Muxcast, Nginx, RtspCamera, SocketReader,
     audio_sample_entry, check, compare_tracks, curl_capture, decode_problems, dts_problems, ffmpeg_capture,
-    ffprobe_streams, framecrc, free_port, gi_python, hevc_nal_types, http_get, hvcc_arrays, info, known_failure,
-    MEDIA_PATH, media_upstream_counts, probe_summary, read_head_bytes, run, spawn, video_sample_entry, wait_exit,
+    ffprobe_streams, framecrc, free_port, gi_python, hevc_nal_types, http_get, hvcc_arrays, info, kill_group,
+    known_failure, MEDIA_PATH, media_upstream_counts, probe_summary, read_head_bytes, run, spawn, tail,
+    video_sample_entry, wait_exit,
 )
 
 
@@ -1704,6 +1705,321 @@ def check_n(ctx):
           f"/metrics {code}: {seen.group(0).decode() if seen else 'no muxcast_stream_viewers_total for vp9'}")
     rc = srv.stop()
     check("n.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}")
+
+
+# ---------------------------------------------------------------------------------------
+# Access control (README "Access control"): streams protected by a configuration file;
+# hls.js, dash.js, ffprobe and ffmpeg get in with no more than a user would give them.
+
+
+AC_PLAY_SECONDS = 8
+AC_USER = "family"
+AC_WANT_CAM = {"video": ("h264", "320x240"), "audio": ("aac", "48000Hz/2ch")}
+AC_WANT_VP9 = {"video": ("vp9", "320x240"), "audio": ("opus", "48000Hz/2ch")}
+
+
+class AcSecrets:
+    """This run's secrets (fresh each run, so nothing found in a log is left from another
+    one), and masks that show them by name in messages."""
+
+    def __init__(self):
+        import secrets
+        self.read_token = "rt-" + secrets.token_hex(16)
+        self.password = f"correct horse:battery@staple {secrets.token_hex(4)}"
+        self.push_key = "pk-" + secrets.token_hex(16)
+        self.vp9_token = "vt-" + secrets.token_hex(16)
+        self.media_token = None  # learned from the first playlist
+
+    def named(self):
+        """{name: secret} of every secret known so far."""
+        out = {"READ_TOKEN": self.read_token, "PASSWORD": self.password, "PUSH_KEY": self.push_key,
+               "VP9_TOKEN": self.vp9_token}
+        if self.media_token:
+            out["MEDIA_TOKEN"] = self.media_token
+        return out
+
+    def forms(self):
+        """[(name, text)]: each secret as sent on the wire too (percent-encoded, Basic's base64)."""
+        import base64
+        out = []
+        for name, s in self.named().items():
+            out += [(name, s), (name + " (percent-encoded)", urllib.parse.quote(s, safe="")),
+                    (name + " (in a query)", urllib.parse.quote_plus(s))]
+        basic = base64.b64encode(f"{AC_USER}:{self.password}".encode()).decode()
+        out.append(("Basic credentials (base64)", basic))
+        first = {}
+        for name, text in out:
+            first.setdefault(text, (name, text))
+        return list(first.values())
+
+    def mask(self, text):
+        for name, s in self.named().items():
+            text = str(text).replace(s, name).replace(urllib.parse.quote(s, safe=""), name)
+        return text
+
+
+def ac_config(ctx, sec):
+    """The group's configuration file (in the workdir): `cam` with a read token and Basic
+    credentials, `vp9` with a read token only, `in` taking pushes with a key."""
+    q = json.dumps  # TOML basic strings escape as JSON does, for these values
+    text = f"""# interop check p (tests/interop/checks.py)
+[[server]]
+listen = "127.0.0.1:0"
+allow = ["127.0.0.0/8"]
+
+[[server.stream]]
+name = "cam"
+input = {q(str(td('h264_aac.mkv')))}
+loop = true
+read_token = {q(sec.read_token)}
+read_user = {q(AC_USER)}
+read_password = {q(sec.password)}
+
+[[server.stream]]
+name = "vp9"
+input = {q(str(td('vp9_opus.webm')))}
+loop = true
+read_token = {q(sec.vp9_token)}
+
+[[server.stream]]
+name = "in"
+input = "push"
+push_key = {q(sec.push_key)}
+"""
+    path = ctx.workdir / "p-muxcast.toml"
+    path.write_text(text)
+    return path
+
+
+def ac_curl(ctx, url, name, args=()):
+    """(status, [WWW-Authenticate values], body) of one curl request (a finite answer)."""
+    hdr, body = ctx.workdir / f"{name}.headers", ctx.workdir / f"{name}.body"
+    r = run(["curl", "-sS", "--max-time", "5", "-D", hdr, "-o", body, "-w", "%{http_code}", *args, url], timeout=15)
+    status = int(r.stdout) if r.stdout.strip().isdigit() else None
+    auth = [l.split(":", 1)[1].strip() for l in hdr.read_text(errors="replace").splitlines()
+            if l.lower().startswith("www-authenticate:")] if hdr.exists() else []
+    return status, auth, body.read_bytes() if body.exists() else b""
+
+
+def ac_put(addr, path, body, timeout=5):
+    """(status, WWW-Authenticate, text) of one PUT with a Content-Length body, or
+    (None, None, error)."""
+    import http.client
+    host, port = addr.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        c.request("PUT", path, body=body, headers={"Content-Type": "video/x-matroska"})
+        r = c.getresponse()
+        return r.status, r.getheader("WWW-Authenticate"), r.read(300).decode(errors="replace").strip()
+    except OSError as e:
+        return None, None, f"{type(e).__name__}: {e}"
+    finally:
+        c.close()
+
+
+def ac_request_problems(rep, entry, sec, min_media):
+    """Why a player's requests (play.mjs's log: path?query and status of each) do not show
+    the access rules at work: no 401/403; the URL it was given (`entry`) is the only one
+    with the read token; every other request for the stream carries the media token (and
+    nothing else as a token), and there are at least `min_media` of those. Returns
+    (problems, summary)."""
+    problems, counts, by_kind = [], {"entry": 0, "media": 0, "other": 0}, {}
+    if not sec.media_token:
+        problems.append("no media token to compare with (see p.media-token)")
+    prefix = entry.rsplit("/", 1)[0] + "/"  # /cam/
+    for _, _, _, method, path_qs, status in rep["requests"]["log"]:
+        u = urllib.parse.urlsplit(path_qs)
+        tokens = urllib.parse.parse_qs(u.query).get("token", [])
+        shown = sec.mask(f"{method} {path_qs}")
+        if status in (401, 403):
+            problems.append(f"HTTP {status} for {shown}")
+        if u.path == entry:
+            counts["entry"] += 1
+            # The player's own reloads of what it was given (dash.js refetches its MPD).
+            if tokens not in ([sec.read_token], [sec.media_token]):
+                problems.append(f"{shown}: the entry URL without the token it was given")
+        elif u.path.startswith(prefix):
+            counts["media"] += 1
+            kind = re.sub(r"\d+(\.\d+)?(?=\.m4s|\.mp4)", "N", u.path[len(prefix):])
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            if tokens != [sec.media_token]:
+                problems.append(f"{shown}: want exactly token=MEDIA_TOKEN")
+        else:
+            counts["other"] += 1
+            if sec.read_token in path_qs:
+                problems.append(f"{shown}: the read token on another URL")
+    if counts["media"] < min_media:
+        problems.append(f"only {counts['media']} requests for the stream's playlists and media")
+    kinds = ", ".join(f"{k} x{n}" for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1])[:8])
+    summary = (f"{counts['media']} requests for {prefix}* besides {entry} ({kinds}), "
+               f"{counts['entry']} for {entry}, {counts['other']} elsewhere; statuses {rep['requests']['by_status']}")
+    return problems, summary
+
+
+@register("p", "access control from a config file: hls.js and dash.js from ?token= alone, ffprobe with Basic "
+               "credentials, ffmpeg pushing with its key; 401 otherwise; no secret logged")
+def check_p(ctx):
+    need_browser()
+    sec = AcSecrets()
+    conf = ac_config(ctx, sec)
+    srv = Muxcast(ctx, "p-server", ["--config", conf], listen=None, env={"RUST_LOG": "debug"})
+    srv.wait_state("cam")
+    srv.wait_state("vp9")
+    host = srv.addr
+    tok = f"?token={urllib.parse.quote(sec.read_token, safe='')}"
+
+    # Without credentials, or with wrong ones: 401 with a challenge, and no stream data.
+    refused = [("/cam/live.mkv", "/cam/live.mkv", (), "Basic"),
+               ("/cam/live.mkv with a wrong Basic password", "/cam/live.mkv",
+                ("-u", f"{AC_USER}:not-{sec.password}"), "Basic"),
+               ("/cam/live.mkv?token=WRONG", "/cam/live.mkv?token=not-" + sec.read_token, (), "Bearer"),
+               ("/cam/index.m3u8", "/cam/index.m3u8", (), "Bearer"),
+               ("/cam/manifest.mpd", "/cam/manifest.mpd", (), "Bearer"),
+               ("/cam/v0/index.m3u8", "/cam/v0/index.m3u8", (), "Bearer"),
+               ("/vp9/live.webm?token=READ_TOKEN (cam's)", "/vp9/live.webm" + tok, (), "Bearer")]
+    bad = []
+    for i, (what, path, args, scheme) in enumerate(refused):
+        status, auth, body = ac_curl(ctx, srv.url(path), f"p-refused-{i}", args)
+        if status != 401 or not any(a.startswith(scheme) for a in auth) or b"\x1a\x45\xdf\xa3" in body \
+                or b"#EXT" in body or b"<MPD" in body or len(body) > 200:
+            bad.append(f"{what}: HTTP {status}, WWW-Authenticate {auth}, {len(body)} body bytes {body[:60]!r}")
+    check("p.refused curl without credentials, with a wrong password, a wrong token, or another stream's token: "
+          "401 with a WWW-Authenticate challenge and no stream data",
+          not bad, f"{len(refused) - len(bad)} of {len(refused)} refused: {', '.join(w for w, *_ in refused)}",
+          bad + srv.log_tail(4))
+
+    # The media token: what the playlists and the MPD carry instead of the read token.
+    handed = {}
+
+    def hand_out(name, url):
+        code, _, body = http_get(url, timeout=10)
+        text = body.decode(errors="replace") if code == 200 else ""
+        handed[name] = (code, set(re.findall(r"[?&]token=([A-Za-z0-9._~%-]+)", text)), sec.read_token in text)
+        return text
+    for path in ("/cam/index.m3u8", "/cam/manifest.mpd"):
+        text = hand_out(path, srv.url(path + tok))
+        if path.endswith(".m3u8"):
+            media_pl = next((l for l in text.splitlines() if l and not l.startswith("#")), None)
+            if media_pl:
+                hand_out("/cam/" + media_pl.split("?")[0], urllib.parse.urljoin(srv.url(path), media_pl))
+    tokens = set().union(*(t for _, t, _ in handed.values()))
+    ok = check("p.media-token the playlists and the MPD (asked for with the read token) hand out one media token, "
+               "which is not the read token; the read token is not in them",
+               len(handed) == 3 and all(c == 200 and t and not leak for c, t, leak in handed.values())
+               and len(tokens) == 1 and sec.read_token not in tokens and len(next(iter(tokens))) >= 16,
+               "; ".join(f"{p}: HTTP {c}, {len(t)} distinct token(s){', with the READ TOKEN' if leak else ''}"
+                         for p, (c, t, leak) in handed.items()))
+    sec.media_token = next(iter(tokens)) if ok else None
+    # Someone given a playlist of cam cannot read vp9 with its media token.
+    status = ac_curl(ctx, srv.url(f"/vp9/index.m3u8?token={sec.media_token}"), "p-media-vp9")[0] if ok else None
+    check("p.media-scope cam's media token does not open another protected stream (vp9): 401", status == 401,
+          f"/vp9/index.m3u8?token=MEDIA_TOKEN answered {status}" if ok else "no media token (see p.media-token)")
+
+    # Real players, given the first URL with the read token and nothing else.
+    time.sleep(1.0)  # a full segment in the window before the players start
+    # hls.js asks for parts and blocking playlist reloads, 20+ a second; dash.js for whole
+    # 2 s segments (sent as they are written) of each track.
+    for player, path, label, min_media in (("hls", "/cam/index.m3u8", "hls.js low-latency mode", 40),
+                                           ("dash", "/cam/manifest.mpd", "dash.js low-latency", 8)):
+        title = (f"p.{player}js {label} plays {path}?token=READ_TOKEN {AC_PLAY_SECONDS} s without an error; "
+                 f"no 401; every other request for /cam/ carries the media token, not the read token")
+        try:
+            rep = play(ctx, f"p-{player}", srv.url(path + tok), player, True, seconds=AC_PLAY_SECONDS)
+        except CheckFailed as e:
+            check(title, False, sec.mask(e), srv.log_tail(5))
+            continue
+        problems = play_problems(rep, AC_PLAY_SECONDS) + play_media_problems(rep, "mp4a")
+        req_problems, req_summary = ac_request_problems(rep, path, sec, min_media)
+        check(title, not problems and not req_problems, f"{play_summary(rep)}; {req_summary}",
+              [sec.mask(p) for p in problems[:8] + req_problems[:8]] + rep["console"][:5])
+
+    # ffprobe with Basic credentials in the URL (as VLC, mpv and ffplay take them); ffprobe
+    # with the read token as a Bearer header on vp9's live WebM.
+    q = lambda s: urllib.parse.quote(s, safe="")  # noqa: E731
+    probes = [("p.basic ffprobe reads http://USER:PASSWORD@HOST/cam/live.mkv (Basic credentials) as "
+               "h264 320x240 + aac 48000Hz/2ch", f"http://{q(AC_USER)}:{q(sec.password)}@{host}/cam/live.mkv", [],
+               AC_WANT_CAM),
+              ("p.bearer ffprobe reads /vp9/live.webm with `Authorization: Bearer VP9_TOKEN` as "
+               "vp9 320x240 + opus 48000Hz/2ch", srv.url("/vp9/live.webm"),
+               ["-headers", f"Authorization: Bearer {sec.vp9_token}\r\n"], AC_WANT_VP9)]
+    for title, url, opts, want in probes:
+        r = run(["ffprobe", "-v", "error", *opts, "-show_entries",
+                 "stream=codec_type,codec_name,width,height,sample_rate,channels", "-of", "json", url], timeout=20)
+        try:
+            got = probe_summary(json.loads(r.stdout or "{}").get("streams", [])) if r.returncode == 0 else None
+        except ValueError:
+            got = None
+        check(title, got == want, f"got {got}" if got is not None
+              else f"ffprobe exited {r.returncode}: {sec.mask(r.stderr.strip()[-300:])}", srv.log_tail(4))
+
+    # Pushes: none without the key (nor with the read token as the key), ffmpeg's with it.
+    head = td("h264_aac.mkv").read_bytes()[:4096]
+    before = [(what, ac_put(host, path, head)) for what, path in
+              (("no key", "/in/ingest"), ("the read token as key", f"/in/ingest?key={q(sec.read_token)}"))]
+    time.sleep(0.3)
+    st = srv.stream("in") or {}
+    check("p.push-refused a PUT to /in/ingest without the key, or with the read token as the key: 401; "
+          "the stream stays waiting for its pusher",
+          all(s == 401 and (a or "").startswith("Bearer") for _, (s, a, _) in before)
+          and st.get("state") == "waiting-for-pusher" and not st.get("tracks"),
+          "; ".join(f"{w}: HTTP {s}, WWW-Authenticate {a!r}, {sec.mask(t)!r}" for w, (s, a, t) in before)
+          + f"; state {st.get('state')}")
+
+    push_log = ctx.workdir / "p-ffmpeg-push.log"
+    with open(push_log, "wb") as lf:
+        ff = spawn(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-re", "-i", td("h264_aac.mkv"),
+                    "-t", "6", "-c", "copy", "-f", "matroska", "-method", "PUT",
+                    srv.url(f"/in/ingest?key={q(sec.push_key)}")], stdout=lf, stderr=lf)
+    t0 = time.monotonic()
+    try:
+        st = srv.wait_state("in", timeout=5)
+        live_after, live_err = time.monotonic() - t0, None
+    except CheckFailed as e:
+        st, live_after, live_err = srv.stream("in") or {}, None, str(e)
+    got = None
+    if live_err is None:
+        try:
+            got = probe_summary(ffprobe_streams(srv.url("/in/live.mkv"))[0])
+        except CheckFailed as e:
+            live_err = str(e)
+    check("p.push ffmpeg -re -c copy -f matroska -method PUT '/in/ingest?key=PUSH_KEY' makes the stream live; "
+          "ffprobe reads /in/live.mkv as h264 320x240 + aac 48000Hz/2ch",
+          live_err is None and got == AC_WANT_CAM,
+          f"live {fmt_s(live_after)} after ffmpeg started, tracks "
+          f"{[t.get('codec') for t in st.get('tracks', [])]}; ffprobe got {got}"
+          + (f"; {sec.mask(live_err)}" if live_err else ""),
+          tail(push_log, 5) + srv.log_tail(5))
+    during = ac_put(host, "/in/ingest", head)
+    st = srv.stream("in") or {}
+    check("p.push-refused-live a PUT without the key while ffmpeg pushes: 401 (not 409: the key comes first); "
+          "ffmpeg's push goes on", during[0] == 401 and st.get("state") == "live" and ff.poll() is None,
+          f"HTTP {during[0]} {during[2]!r}; state {st.get('state')}, ffmpeg "
+          f"{'running' if ff.poll() is None else f'exited {ff.returncode}'}")
+    rc = wait_exit(ff, 12)
+    if rc is None:
+        kill_group(ff)
+        wait_exit(ff, 3)
+    check("p.push-exit ffmpeg's push (-t 6) ends with exit 0", rc == 0,
+          f"exit {rc} after {time.monotonic() - t0:.1f}s", tail(push_log, 5))
+
+    # No secret in /status.json or in muxcast's log (RUST_LOG=debug), which say which
+    # streams are protected.
+    code, _, status_body = http_get(srv.url("/status.json"))
+    status_text = status_body.decode(errors="replace")
+    flags = {s.get("name"): (s.get("read_protected"), s.get("push_protected"))
+             for s in json.loads(status_text).get("streams", [])} if code == 200 else {}
+    rc = srv.stop()
+    log_text = Path(srv.log_path).read_text(errors="replace")
+    leaks = [f"{name} in {where}" for where, text in (("/status.json", status_text), ("the log", log_text))
+             for name, s in sec.forms() if s in text]
+    want_flags = {"cam": (True, False), "vp9": (True, False), "in": (False, True)}
+    check("p.secrets neither /status.json nor muxcast's log (RUST_LOG=debug) holds the read tokens, the password, "
+          "the push key or the media token; /status.json says read_protected / push_protected",
+          code == 200 and not leaks and flags == want_flags,
+          f"searched {len(status_text)} bytes of /status.json and {len(log_text.splitlines())} log lines for "
+          f"{len(sec.forms())} forms of {len(sec.named())} secrets; flags (read, push) {flags}",
+          leaks[:10])
+    check("p.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}", srv.log_tail(5))
 
 
 # ---------------------------------------------------------------------------------------

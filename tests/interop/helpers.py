@@ -183,18 +183,19 @@ def tail(path, n=15):
 
 
 class Muxcast:
-    """One muxcast process listening on 127.0.0.1:0; its address is read from its log."""
+    """One muxcast process listening on 127.0.0.1:0; its address is read from its log.
+    listen=None: `args` say where (`--config FILE`: one server, `listen = "127.0.0.1:0"`)."""
 
     LISTENING = re.compile(r"listening on http://([^/\s]+)/")
 
-    def __init__(self, ctx, name, args, stdin=subprocess.DEVNULL, env=None):
+    def __init__(self, ctx, name, args, stdin=subprocess.DEVNULL, env=None, listen="127.0.0.1:0"):
         self.name = name
         self.log_path = ctx.workdir / f"{name}.log"
         self.log = open(self.log_path, "wb")
         e = dict(os.environ)
         e.setdefault("RUST_LOG", "info")
         e.update(env or {})
-        self.argv = [ctx.binary, "--listen", "127.0.0.1:0", *args]
+        self.argv = [ctx.binary, *(["--listen", listen] if listen else []), *args]
         self.proc = spawn(self.argv, stdin=stdin, stdout=self.log, stderr=self.log, cwd=ROOT, env=e)
         self.addr = self._wait_listening(10)
 

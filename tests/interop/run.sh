@@ -4,10 +4,10 @@
 #
 #   tests/interop/run.sh            # every check
 #   tests/interop/run.sh a c        # some of them (letters: see checks.py; k camera faults,
-#                                   # o cameras on demand)
+#                                   # o cameras on demand, p access control from a config file)
 #
 # Needs: cargo, python3 (stdlib only), ffmpeg/ffprobe, curl, coreutils `timeout`; for checks
-# h, i and j also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
+# h, i, j, n and p also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
 # /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav; for checks j, k and o
 # (RTSP cameras: tests/interop/rtsp_camera.py) Debian's python3-gi,
 # gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp and gstreamer1.0-plugins-ugly (x264enc),
