@@ -58,11 +58,22 @@ pub fn demux_all(data: &[u8], seed: Option<u8>) -> usize {
 /// Parses a request head and routes its path.
 pub fn http_request(data: &[u8]) {
     if let Ok(Some(req)) = http::parse_request(data) {
-        let _ = http::route(&req.path);
+        let route = http::route(&req.path);
+        let _ = route.stream();
         let _ = http::percent_decode(&req.query);
         for key in ["_HLS_msn", "_HLS_part", "_HLS_skip"] {
             let _ = http::query_param(&req.query, key).map(str::parse::<u64>);
         }
+        // Credentials (query, Bearer, Basic) against a protected stream's rules.
+        let secret = |s: &str| crate::server::access::Secret::new(s.into());
+        let mut rules = crate::server::access::StreamAccess::reading(
+            Some(secret("fuzz-read-token-0123")),
+            Some(("fuzz", &secret("pass word"))),
+            secret("fuzz-media-token-0123"),
+        );
+        rules.push_key = Some(secret("fuzz-push-key-01234"));
+        let _ = rules.may_read(&req);
+        let _ = rules.may_push(&req);
     }
 }
 

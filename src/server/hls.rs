@@ -177,6 +177,26 @@ pub struct Waiter {
     pub head_only: bool,
 }
 
+impl Waiter {
+    /// A request for stream `stream`'s multivariant playlist made before its first
+    /// segment: held until the segment exists (an on-demand camera connects for it).
+    pub fn first_multivariant(
+        stream: usize,
+        now: Instant,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> Self {
+        Waiter {
+            stream,
+            rendition: String::new(),
+            want: Want::Multivariant,
+            deadline: now + FIRST_SEGMENT_WAIT,
+            keep_alive,
+            head_only,
+        }
+    }
+}
+
 pub enum Outcome {
     Answer(Answer),
     Wait(Waiter),

@@ -938,14 +938,12 @@ impl Server {
                         None if !self.streams[id].over && self.publishes_cmaf(id) => {
                             // The first viewer waits for the first segment (an on-demand
                             // camera connects for it), not a 404.
-                            let waiter = hls::Waiter {
-                                stream: id,
-                                rendition: String::new(),
-                                want: hls::Want::Multivariant,
-                                deadline: Instant::now() + hls::FIRST_SEGMENT_WAIT,
+                            let waiter = hls::Waiter::first_multivariant(
+                                id,
+                                Instant::now(),
                                 keep_alive,
                                 head_only,
-                            };
+                            );
                             self.hold(token, id, Phase::Waiting(waiter), keep_alive, head_only);
                             return Flow::Open;
                         }
