@@ -220,6 +220,9 @@ ff -f lavfi -i "$V2" -f lavfi -i "$(mono 8000 2)" -map 0:v -map 1:a \
 ff -f lavfi -i "$V2" -f lavfi -i "$(mono 8000 2)" -map 0:v -map 1:a \
   "${X264[@]}" -crf 33 -c:a pcm_alaw "$OUT/h264_alaw.mkv"
 
+echo "== MJPEG (RTP/JPEG's header layout; see make_mjpeg.sh)"
+bash "$HERE/make_mjpeg.sh" "$OUT/mjpeg.mkv" >/dev/null
+
 echo "== unsupported"
 ff -f lavfi -i "$(video 160x120 25 1)" \
   -c:v mpeg2video -q:v 14 -g 12 -bf 2 -flags:v +bitexact "$OUT/unsupported_codec.mkv"
@@ -230,7 +233,7 @@ FILES=(h264_aac.mkv vp9_opus.webm opus_only.webm aac_only.mka
        blockgroups.mkv tscale.mkv with_subtitles.mkv
        h265_aac.mkv av1_opus.mkv vp8_vorbis.webm
        h264_flac.mkv h264_mp3.mkv h264_pcm.mkv h264_mulaw.mkv h264_alaw.mkv
-       unsupported_codec.mkv)
+       mjpeg.mkv unsupported_codec.mkv)
 
 echo "== decode check"
 for f in "${FILES[@]}"; do

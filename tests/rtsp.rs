@@ -684,3 +684,81 @@ fn new_parameter_sets_mid_stream_end_mkv_viewers_cleanly_and_start_a_discontinui
     let mpd = String::from_utf8(get_ok(server.addr, "/cam/manifest.mpd")).unwrap();
     assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
 }
+
+#[test]
+fn mjpeg_camera_reaches_live_mkv_and_hls_dash_answer_404_at_once() {
+    // RTP/JPEG (RFC 2435) from testdata/mjpeg.mkv: 320x240 at 10 fps, every frame already
+    // in the header layout an RTP/JPEG receiver rebuilds (testdata/make_mjpeg.sh), so
+    // what viewers get must be the source JPEGs byte for byte. On demand, so that the
+    // first playlist request arrives before the camera's first frame and is held.
+    let camera = RtspServer::start(&testdata("mjpeg.mkv"), Options::default());
+    let input = rtsp_input(&format!("{}#on-demand", camera.url()));
+    let server = start(Setup::default(), vec![("cam", input)]);
+    wait_for_stream(server.addr, "cam", Duration::from_secs(5), |s| {
+        s["state"] == "idle"
+    });
+
+    // HLS cannot carry MJPEG: the held multivariant request is answered 404 as soon as
+    // the first frame shows there will be no rendition (not 503 after its 15 s hold).
+    let asked = Instant::now();
+    let (status, _, body) = request(
+        server.addr,
+        b"GET /cam/index.m3u8 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    let waited = asked.elapsed();
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    assert_eq!(camera.stats.plays.load(Ordering::SeqCst), 1);
+    // It was held until the camera's first frame, not refused before it.
+    let s = wait_live(server.addr, "cam", Duration::from_millis(1));
+    assert_eq!(s["tracks"][0]["codec"], "mjpeg", "{s}");
+    assert_eq!(s["tracks"][0]["width"], 320, "{s}");
+    assert_eq!(s["tracks"].as_array().map(Vec::len), Some(1), "{s}");
+
+    // Live MKV: V_MJPEG, each JPEG a keyframe, identical to the source frames.
+    let (body, open) = watch(server.addr, "cam", Duration::from_secs(3));
+    assert!(open, "the viewer's connection ended");
+    let viewer = matroska_demuxer::MatroskaFile::open(Cursor::new(body.clone())).unwrap();
+    let video = viewer.tracks()[0].video().unwrap();
+    assert_eq!(
+        (video.pixel_width().get(), video.pixel_height().get()),
+        (320, 240)
+    );
+    assert_eq!(viewer.tracks()[0].codec_private(), None);
+    let (codecs, got) = oracle(&body);
+    assert_eq!(codecs, ["V_MJPEG"]);
+    let (_, src) = oracle_file("mjpeg.mkv");
+    assert_eq!(src.len(), 20);
+    let checked = assert_contiguous_run(&src, &got, 1);
+    assert!(checked >= 20, "only {checked} frames in 3 s");
+    assert!(
+        got.iter().all(|f| f.keyframe == Some(true)),
+        "a frame not a keyframe"
+    );
+    let steps: Vec<i64> = timestamps(&got, 0)
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert!(steps.iter().all(|d| (99..=101).contains(d)), "{steps:?}");
+
+    // With the tracks known, every HLS/DASH request is a 404 at once (LL-HLS blocking
+    // requests too).
+    for path in [
+        "/cam/index.m3u8",
+        "/cam/manifest.mpd",
+        "/cam/v0/index.m3u8",
+        "/cam/v0/index.m3u8?_HLS_msn=3",
+    ] {
+        let asked = Instant::now();
+        let (status, _, body) = request(
+            server.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status, 404, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{path}: answered after {:?}",
+            asked.elapsed()
+        );
+    }
+}

@@ -9,6 +9,9 @@
 //! - credentials: retina refuses them inside the URL; [`RtspUrl`] takes them out;
 //! - streams retina cannot depacketize (Opus, MP4A-LATM, ...) fail the whole session if
 //!   they are set up: [`carry`] picks the ones we can use, the rest are logged and skipped;
+//! - MJPEG (RTP/JPEG): retina rebuilds each JPEG's headers from the RTP/JPEG header; every
+//!   frame is a keyframe, the size comes with the first whole frame, and the track goes to
+//!   live MKV only (HLS/DASH leave it out);
 //! - parameter sets: tracks are built at the first keyframe from whatever retina holds
 //!   then (in-band ones replace the SDP's as soon as they are seen); a later change
 //!   publishes new tracks;
@@ -176,11 +179,13 @@ pub enum Carry {
     Alaw,
     /// L16: big-endian 16-bit PCM.
     L16,
+    /// RTP/JPEG (RFC 2435): retina rebuilds each frame's JPEG headers; live MKV only.
+    Mjpeg,
 }
 
 impl Carry {
     fn is_video(self) -> bool {
-        matches!(self, Carry::H264 | Carry::H265)
+        matches!(self, Carry::H264 | Carry::H265 | Carry::Mjpeg)
     }
 }
 
@@ -202,7 +207,7 @@ pub fn carry(
         ("audio", "opus" | "mp4a-latm") => {
             return Err("retina has no depacketizer for it".into());
         }
-        ("video" | "image", "jpeg") => return Err("MJPEG is not carried yet".into()),
+        ("video" | "image", "jpeg") => Carry::Mjpeg,
         ("application", _) => return Err("metadata, not audio or video".into()),
         _ => return Err("not a codec muxcast carries".into()),
     };
@@ -234,7 +239,8 @@ pub fn waveformatex(format_tag: u16, sample_rate: u32, channels: u16) -> Bytes {
     Bytes::from(w)
 }
 
-/// A video track from retina's parameters (`extra_data` is the avcC/hvcC for MP4 framing).
+/// A video track from retina's parameters (`extra_data` is the avcC/hvcC for MP4 framing;
+/// empty for JPEG, whose frames carry their own tables).
 pub fn video_track(codec: Codec, params: &VideoParameters) -> Track {
     let (width, height) = params.pixel_dimensions();
     // Anamorphic sub-streams: a display width from the pixel aspect ratio.
@@ -246,10 +252,13 @@ pub fn video_track(codec: Codec, params: &VideoParameters) -> Track {
         codec,
         codec_id: match codec {
             Codec::H265 => "V_MPEGH/ISO/HEVC",
+            Codec::Mjpeg => "V_MJPEG",
             _ => "V_MPEG4/ISO/AVC",
         }
         .into(),
-        codec_private: Some(Bytes::copy_from_slice(params.extra_data())),
+        codec_private: Some(params.extra_data())
+            .filter(|d| !d.is_empty())
+            .map(Bytes::copy_from_slice),
         video: Some(VideoInfo {
             width,
             height,
@@ -901,6 +910,10 @@ impl SessionMedia {
                 match (c, params) {
                     (Carry::H264, Some(ParametersRef::Video(v))) => Ok(video_track(Codec::H264, v)),
                     (Carry::H265, Some(ParametersRef::Video(v))) => Ok(video_track(Codec::H265, v)),
+                    // Known from the first whole frame (its RTP/JPEG header's size).
+                    (Carry::Mjpeg, Some(ParametersRef::Video(v))) => {
+                        Ok(video_track(Codec::Mjpeg, v))
+                    }
                     (c, Some(ParametersRef::Audio(a))) if !c.is_video() => Ok(audio_track(c, a)),
                     _ => Err(format!("no parameter sets yet for stream {stream_i}")),
                 }
@@ -968,6 +981,10 @@ mod tests {
         assert!(carry("audio", "mpeg4-generic", 48_000, false).is_err());
         assert!(carry("audio", "opus", 48_000, true).is_err());
         assert!(carry("audio", "mp4a-latm", 48_000, true).is_err());
+        // RTP/JPEG: "video" in SDPs, "image" in some; the size comes with the frames.
+        assert_eq!(carry("video", "jpeg", 90_000, false), Ok(Carry::Mjpeg));
+        assert_eq!(carry("image", "jpeg", 90_000, false), Ok(Carry::Mjpeg));
+        assert!(carry("video", "jpeg", 8_000, false).is_err());
         assert!(carry("video", "h264", 1000, true).is_err());
         assert!(carry("application", "vnd.onvif.metadata", 90_000, true).is_err());
     }

@@ -37,12 +37,16 @@ pub enum Codec {
     Alaw,
     /// G.711 µ-law, carried in Matroska as `A_MS/ACM` with format tag 7.
     Mulaw,
+    /// Motion JPEG (`V_MJPEG`): each frame a whole baseline JPEG, each one a keyframe.
+    Mjpeg,
 }
 
 impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
-            Codec::H264 | Codec::H265 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 => TrackKind::Video,
+            Codec::H264 | Codec::H265 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 | Codec::Mjpeg => {
+                TrackKind::Video
+            }
             _ => TrackKind::Audio,
         }
     }
@@ -71,6 +75,7 @@ impl Codec {
             Codec::Pcm => "pcm",
             Codec::Alaw => "pcm_alaw",
             Codec::Mulaw => "pcm_mulaw",
+            Codec::Mjpeg => "mjpeg",
         }
     }
 
@@ -83,6 +88,7 @@ impl Codec {
             "V_VP8" => Codec::Vp8,
             "V_VP9" => Codec::Vp9,
             "V_AV1" => Codec::Av1,
+            "V_MJPEG" => Codec::Mjpeg,
             "A_OPUS" => Codec::Opus,
             "A_VORBIS" => Codec::Vorbis,
             "A_FLAC" => Codec::Flac,

@@ -195,6 +195,10 @@ struct StreamSlot {
     demand: Arc<Demand>,
     /// Whether its publisher makes HLS/DASH (off with `--no-hls`).
     cmaf: bool,
+    /// Its tracks make no HLS/DASH rendition (an MJPEG camera): playlist requests get a
+    /// 404 at once rather than waiting for one. Kept while idle (on demand): the
+    /// publisher keeps its tracks, and says so again only when they change.
+    no_renditions: bool,
     /// Removed by a configuration reload: kept as a tombstone (ids are never reused, so
     /// late updates of its reader cannot land on another stream), found by no request.
     retired: bool,
@@ -370,6 +374,7 @@ impl Server {
             target_duration_s: None,
             demand: Demand::new(),
             cmaf: true,
+            no_renditions: false,
             retired: false,
             stop: Arc::default(),
             access: access::StreamAccess::default(),
@@ -432,7 +437,7 @@ impl Server {
     }
 
     fn publishes_cmaf(&self, id: usize) -> bool {
-        self.streams[id].cmaf
+        self.streams[id].cmaf && !self.streams[id].no_renditions
     }
 
     /// When stream `id` was last wanted: an on-demand input connects only while it is.
@@ -1769,6 +1774,10 @@ impl Server {
             let options = stream_hls_options(slot, &self.options.hls);
             let answer = match hls::retry(&slot.renditions, waiter, &options, now) {
                 Some(answer) => answer,
+                None if slot.no_renditions => hls::Answer::error_for(
+                    404,
+                    format!("stream {:?} has no HLS renditions", slot.name),
+                ),
                 None if all || now >= waiter.deadline => hls::timeout_answer(waiter),
                 None => {
                     still.push(token);
@@ -2038,6 +2047,7 @@ fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
             init_id,
         } => {
             slot.part_target_s = Some(part_target_s);
+            slot.no_renditions = false;
             let same = slot.renditions.len() == list.len()
                 && slot
                     .renditions
@@ -2077,6 +2087,10 @@ fn apply_cmaf(slot: &mut StreamSlot, update: CmafUpdate, window: usize) {
             }
         }
         CmafUpdate::End => slot.renditions.iter_mut().for_each(Rendition::end),
+        CmafUpdate::NoRenditions => {
+            slot.no_renditions = true;
+            slot.renditions.clear();
+        }
     }
 }
 

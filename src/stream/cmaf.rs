@@ -608,6 +608,10 @@ pub enum CmafUpdate {
         ends_segment: bool,
         program_date_time_ms: i64,
     },
+    /// The tracks make no rendition at all (every one is left out: an MJPEG camera): HLS
+    /// and DASH have nothing to offer until the next `Renditions`, so requests need not
+    /// wait for any.
+    NoRenditions,
     /// The stream's target duration, chosen when its first segment was cut (before
     /// that segment's last part); it never changes.
     TargetDuration(u32),
@@ -1025,6 +1029,66 @@ impl CmafPipeline {
 mod g711_tests {
     use super::*;
     use crate::media::AudioInfo;
+
+    /// MJPEG is left out of HLS/DASH with one warning line; what else the stream has goes
+    /// on (G.711 as FLAC here); alone it makes no pipeline.
+    #[test]
+    fn mjpeg_is_left_out_with_one_warning() {
+        let options = SegmenterOptions {
+            segment_ns: 2_000_000_000,
+            part_ns: 200_000_000,
+        };
+        let bases = RunBases {
+            first_msn: 0,
+            media_epoch_ns: 0,
+        };
+        let mjpeg = Track {
+            codec: Codec::Mjpeg,
+            codec_id: "V_MJPEG".into(),
+            codec_private: None,
+            video: Some(crate::media::VideoInfo {
+                width: 320,
+                height: 240,
+                ..Default::default()
+            }),
+            audio: None,
+            default_duration_ns: None,
+            codec_delay_ns: None,
+            seek_pre_roll_ns: None,
+            language: None,
+        };
+        const JPEG: [u8; 4] = [0xFF, 0xD8, 0xFF, 0xD9];
+        let tracks = [mjpeg.clone(), g711_track(Codec::Mulaw, 7)];
+        let (pipeline, warnings) =
+            CmafPipeline::new(&tracks, 0, &JPEG, options, bases, None, (0, 0));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("track 1: mjpeg is not carried in fMP4"),
+            "{warnings:?}"
+        );
+        let (mut p, update) = pipeline.expect("the G.711 track is carried");
+        let CmafUpdate::Renditions { list, .. } = update else {
+            panic!("{update:?}")
+        };
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].0.id, "a1");
+        // JPEG frames go nowhere; the audio makes parts.
+        let mut out = Vec::new();
+        for i in 0..150i64 {
+            out.extend(p.push(0, i * 100_000_000, true, Bytes::from_static(&JPEG)));
+            out.extend(p.push(1, i * 100_000_000, true, Bytes::from(vec![0x55; 800])));
+        }
+        assert!(out.iter().any(|u| matches!(u, CmafUpdate::Part { .. })));
+        assert!(
+            out.iter()
+                .all(|u| !matches!(u, CmafUpdate::Part { rendition, .. } if *rendition != 0))
+        );
+
+        let (pipeline, warnings) =
+            CmafPipeline::new(&[mjpeg], 0, &JPEG, options, bases, None, (0, 0));
+        assert!(pipeline.is_none());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
 
     fn g711_track(codec: Codec, tag: u16) -> Track {
         Track {

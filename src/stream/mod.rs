@@ -455,9 +455,14 @@ impl Publisher {
         for w in warnings {
             log::warn!("stream {}: {w}", self.stream);
         }
-        if let Some((pipeline, update)) = built {
-            self.cmaf = Some(pipeline);
-            self.send(Update::Cmaf(update));
+        match built {
+            Some((pipeline, update)) => {
+                self.cmaf = Some(pipeline);
+                self.send(Update::Cmaf(update));
+            }
+            // Every track was left out: say so, or playlist requests would wait for
+            // renditions that never come.
+            None => self.send(Update::Cmaf(cmaf::CmafUpdate::NoRenditions)),
         }
     }
 
@@ -573,5 +578,53 @@ mod tests {
         let direct = run(false);
         assert!(direct.iter().filter(|(k, _)| *k == "chunk").count() > 90);
         assert_eq!(run(true), direct);
+    }
+
+    /// Tracks HLS/DASH cannot carry at all (an MJPEG camera): the server is told there
+    /// will be no rendition, once per track set, while live MKV gets every frame.
+    #[test]
+    fn a_stream_of_mjpeg_only_says_it_makes_no_renditions() {
+        let collect = Collect::default();
+        let options = PublishOptions {
+            audio_cluster_ms: 2000,
+            cmaf: Some(cmaf::SegmenterOptions {
+                segment_ns: 2_000_000_000,
+                part_ns: 200_000_000,
+            }),
+        };
+        let mut p = Publisher::new(0, Box::new(collect.clone()), options);
+        p.tracks(vec![track(Codec::Mjpeg)]);
+        for i in 0..30 {
+            p.frame(frame(0, i * 100, true));
+        }
+        p.end(None);
+        let updates = collect.0.lock().unwrap();
+        let cmaf: Vec<&cmaf::CmafUpdate> = updates
+            .iter()
+            .filter_map(|u| match u {
+                Update::Cmaf(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(
+                cmaf[..],
+                [cmaf::CmafUpdate::NoRenditions, cmaf::CmafUpdate::End]
+            ),
+            "{cmaf:?}"
+        );
+        let chunks = updates
+            .iter()
+            .filter(|u| {
+                matches!(
+                    u,
+                    Update::Chunk {
+                        starts_gop: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(chunks, 30, "every JPEG starts a GOP");
     }
 }

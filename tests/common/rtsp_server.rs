@@ -3,7 +3,9 @@
 //! It serves one testdata Matroska file (read with matroska-demuxer) as RTP: H.264 as
 //! single NAL unit and FU-A packets (RFC 6184) from the length-prefixed NAL units, H.265
 //! as single NAL unit and FU packets (RFC 7798), AAC as RFC 3640 AAC-hbr (one AU per
-//! packet, 13-bit sizes), G.711 raw and little-endian PCM as L16 (RFC 3551). RTP
+//! packet, 13-bit sizes), G.711 raw, little-endian PCM as L16 (RFC 3551), and Motion
+//! JPEG as RTP/JPEG (RFC 2435: the JPEG headers stripped, Q=255 with the quantization
+//! tables in band, the scan split by fragment offset). RTP
 //! timestamps come from the Matroska timestamps (90 kHz video, the sample rate for audio)
 //! plus a random (or chosen) initial value, so a 32-bit wrap can be provoked; frames are
 //! paced at real time times `speed`.
@@ -114,6 +116,8 @@ enum Payload {
         rate: u32,
         channels: u32,
     },
+    /// Baseline JPEG frames, sent as RTP/JPEG.
+    Jpeg,
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +248,7 @@ fn load(path: &Path) -> Media {
                     rate,
                 )
             }
+            "V_MJPEG" => (Payload::Jpeg, 26, 90_000),
             "A_MS/ACM" => {
                 let a = t.audio().expect("audio");
                 let rate = a.sampling_frequency() as u32;
@@ -869,6 +874,12 @@ fn sdp(shared: &Shared) -> String {
                     pt = t.pt
                 );
             }
+            Payload::Jpeg => {
+                s += &format!(
+                    "m=video 0 RTP/AVP {pt}\r\na=rtpmap:{pt} JPEG/90000\r\n",
+                    pt = t.pt
+                );
+            }
             Payload::G711 {
                 mulaw,
                 rate,
@@ -1004,6 +1015,109 @@ fn packetize(
             out.push((p, true));
         }
         Payload::G711 { .. } => out.push((frame.to_vec(), false)),
+        Payload::Jpeg => out = rtp_jpeg(frame, options.mtu),
+    }
+    out
+}
+
+/// What RFC 2435 sends of a baseline JPEG.
+#[derive(Debug, Default)]
+pub struct JpegParts {
+    /// Width and height in pixels.
+    pub size: (u16, u16),
+    /// RTP/JPEG type: 0 for 4:2:2 (luma sampled 2x1), 1 for 4:2:0 (2x2); +64 with DRI.
+    pub kind: u8,
+    /// Quantization tables 0 and 1 (8-bit, 64 bytes each, zigzag order as in DQT).
+    pub tables: Vec<u8>,
+    pub restart_interval: Option<u16>,
+    /// Everything after the SOS header: the entropy-coded scan and the EOI.
+    pub scan: Vec<u8>,
+}
+
+/// Takes a baseline JPEG apart for RTP/JPEG. Panics on what RFC 2435 cannot carry.
+pub fn jpeg_parts(jpeg: &[u8]) -> JpegParts {
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "no SOI");
+    let mut parts = JpegParts::default();
+    let mut tables: [Option<&[u8]>; 4] = [None; 4];
+    let mut luma_table = 0;
+    let mut chroma_table = 1;
+    let mut pos = 2;
+    loop {
+        assert_eq!(jpeg[pos], 0xFF, "no marker at {pos}");
+        let marker = jpeg[pos + 1];
+        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
+        let body = &jpeg[pos + 4..pos + 2 + len];
+        match marker {
+            0xDB => {
+                for table in body.chunks(65) {
+                    assert_eq!(table[0] >> 4, 0, "16-bit quantization table");
+                    tables[usize::from(table[0] & 3)] = Some(&table[1..]);
+                }
+            }
+            0xC0 => {
+                assert_eq!((body[0], body[5]), (8, 3), "not 8-bit 3-component baseline");
+                parts.size = (
+                    u16::from_be_bytes([body[3], body[4]]),
+                    u16::from_be_bytes([body[1], body[2]]),
+                );
+                parts.kind = match body[7] {
+                    0x21 => 0,
+                    0x22 => 1,
+                    other => panic!("luma sampling {other:#x}: no RTP/JPEG type"),
+                };
+                luma_table = usize::from(body[8]);
+                chroma_table = usize::from(body[11]);
+            }
+            0xDD => parts.restart_interval = Some(u16::from_be_bytes([body[0], body[1]])),
+            0xDA => {
+                parts.scan = jpeg[pos + 2 + len..].to_vec();
+                break;
+            }
+            _ => {}
+        }
+        pos += 2 + len;
+    }
+    if parts.restart_interval.is_some() {
+        parts.kind += 64;
+    }
+    parts.tables = [tables[luma_table], tables[chroma_table]]
+        .iter()
+        .flat_map(|t| t.expect("a quantization table the frame uses"))
+        .copied()
+        .collect();
+    parts
+}
+
+/// RFC 2435 packets of one JPEG: the main header (fragment offset, type, Q=255, size in
+/// 8-pixel blocks), the restart marker header with DRI, the quantization table header
+/// in the first packet; then the scan, `mtu` bytes of payload at most per packet.
+fn rtp_jpeg(jpeg: &[u8], mtu: usize) -> Vec<(Vec<u8>, bool)> {
+    let parts = jpeg_parts(jpeg);
+    let (width, height) = parts.size;
+    assert!(
+        width % 8 == 0 && height % 8 == 0 && width <= 2040 && height <= 2040,
+        "{width}x{height}: RTP/JPEG needs multiples of 8 up to 2040"
+    );
+    let mut out = Vec::new();
+    let mut offset = 0usize;
+    while offset < parts.scan.len() || out.is_empty() {
+        let mut p = vec![0];
+        p.extend_from_slice(&(offset as u32).to_be_bytes()[1..]);
+        p.extend_from_slice(&[parts.kind, 255, (width / 8) as u8, (height / 8) as u8]);
+        if let Some(interval) = parts.restart_interval {
+            p.extend_from_slice(&interval.to_be_bytes());
+            p.extend_from_slice(&[0xFF, 0xFF]);
+        }
+        if offset == 0 {
+            p.extend_from_slice(&[0, 0]);
+            p.extend_from_slice(&(parts.tables.len() as u16).to_be_bytes());
+            p.extend_from_slice(&parts.tables);
+        }
+        let room = mtu.saturating_sub(p.len()).max(1);
+        let piece = &parts.scan[offset..(offset + room).min(parts.scan.len())];
+        p.extend_from_slice(piece);
+        offset += piece.len();
+        out.push((p, offset >= parts.scan.len()));
     }
     out
 }

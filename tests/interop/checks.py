@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """muxcast against real third-party peers (ffmpeg, ffprobe, curl, a raw socket, hls.js and
-dash.js in headless Chromium, GStreamer, and gst-rtsp-server as an RTSP camera: checks j, k, o
+dash.js in headless Chromium, GStreamer, and gst-rtsp-server as an RTSP camera: checks j, k, o, q
 need python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp, gstreamer1.0-plugins-ugly;
 nginx as a caching reverse proxy: checks l, m need Debian's nginx, run unprivileged from
 tests/interop/nginx_cache.conf).
@@ -1289,6 +1289,111 @@ def check_o(ctx):
                if "teardown" in l.lower() or "exiting" in l or "signal" in l][-8:])
     rc = cam.stop(signal.SIGTERM, timeout=8)
     check("o.camera-exit rtsp_camera.py exits 0 on SIGTERM", rc == 0, f"exit {rc}", cam.log_lines()[-5:])
+
+
+# ---------------------------------------------------------------------------------------
+# An MJPEG camera (RTP/JPEG, RFC 2435): live MKV only, HLS/DASH have nothing to offer
+
+
+MJPEG_SIZE = "400x224"  # rtsp_camera.py /mjpeg
+MJPEG_CAPTURE_S = 3
+MJPEG_WARNING = "mjpeg is not carried in fMP4"
+# name, transport, URL fragment
+MJPEG_STREAMS = [("mjpeg-tcp", "tcp", ""), ("mjpeg-udp", "udp", ""), ("mjpeg-od", "tcp", "#on-demand")]
+
+
+def no_cmaf_problems(srv, name, paths=("index.m3u8", "manifest.mpd", "v0/index.m3u8")):
+    """What is wrong with the HLS/DASH answers of a stream that has no rendition: each must
+    be a 404 within a second."""
+    out = []
+    for path in paths:
+        t = time.monotonic()
+        code, _, _ = http_get(srv.url(f"/{name}/{path}"), timeout=20)
+        took = time.monotonic() - t
+        if code != 404 or took > 1.0:
+            out.append(f"/{name}/{path}: {code} after {took:.2f} s")
+    return out
+
+
+@register("q", "RTSP MJPEG camera (GStreamer's RTSP server): live MKV as Motion JPEG over TCP/UDP; "
+          "HLS/DASH answer 404 at once")
+def check_q(ctx):
+    gi_python()
+    cam = RtspCamera(ctx, "q-camera")
+    srv = Muxcast(ctx, "q-server", [f"{n}={rtsp_url(cam, '/mjpeg', t)}{frag}" for n, t, frag in MJPEG_STREAMS])
+
+    # On demand: the first playlist request comes before the camera is connected and is held
+    # until its first frame shows there will be no rendition: a 404 then, not a 503 after the
+    # 15 s hold.
+    od = "mjpeg-od"
+    srv.wait_state(od, states=("idle",), need_tracks=False)
+    t = time.monotonic()
+    code, _, body = http_get(srv.url(f"/{od}/index.m3u8"), timeout=20)
+    took = time.monotonic() - t
+    st = srv.stream(od) or {}
+    check(f"q.held {od}: the first /{od}/index.m3u8 (camera not connected yet) is held until the first "
+          f"frame, then answered 404 within 5 s",
+          code == 404 and took < 5 and st.get("state") == "live" and st.get("tracks"),
+          f"{code} after {took:.2f} s ({body[:80]!r}); then state {st.get('state')}, tracks {st.get('tracks')}",
+          srv.log_tail(5))
+
+    for name, transport, fragment in MJPEG_STREAMS:
+        label = f"{name} (/mjpeg over {transport.upper()})"
+        try:
+            if not fragment:
+                srv.wait_state(name, timeout=25)
+            # On demand: idle again by now (--idle-close); this viewer connects it.
+            streams, fmt = ffprobe_streams(srv.url(f"/{name}/live.mkv"))
+            st = srv.wait_state(name, timeout=10)
+        except CheckFailed as e:
+            check(f"q.live {label}: the stream goes live", False, str(e), srv.log_tail(6))
+            continue
+        tracks = [(t.get("codec"), f"{t.get('width')}x{t.get('height')}") for t in st.get("tracks", [])]
+        check(f"q.live {label}: live in /status.json with one track, mjpeg {MJPEG_SIZE}",
+              tracks == [("mjpeg", MJPEG_SIZE)], f"tracks {tracks}")
+        got = probe_summary(streams)
+        want = {"video": ("mjpeg", MJPEG_SIZE)}
+        check(f"q.mkv {label}: ffprobe reads /{name}/live.mkv as mjpeg {MJPEG_SIZE}", got == want,
+              f"got {got}, format {fmt}")
+
+        # What a player gets decodes cleanly, every frame a keyframe, at the camera's rate.
+        out = ctx.workdir / f"q-{name}.mkv"
+        cap = ffmpeg_capture(srv.url(f"/{name}/live.mkv"), out, MJPEG_CAPTURE_S)
+        rc = wait_exit(cap, MJPEG_CAPTURE_S + 15)
+        try:
+            video = framecrc(str(out)).get("video")
+            packets = video.packets if video else []
+            # ffmpeg 5.1 says "EOI missing, emulating" of some of GStreamer's jpegenc frames
+            # straight from the encoder (no RTP in between; their EOI is there): not ours.
+            problems = [p for p in decode_problems(str(out)) if "EOI missing, emulating" not in p]
+        except CheckFailed as e:
+            packets, problems = [], [str(e)]
+        keys = sum(1 for p in packets if p[2])
+        want_frames = int(MJPEG_CAPTURE_S * 25 * 0.8)
+        check(f"q.decode {label}: {MJPEG_CAPTURE_S} s of live MKV decode without a warning; "
+              f">= {want_frames} frames, all keyframes",
+              rc == 0 and not problems and len(packets) >= want_frames and keys == len(packets),
+              f"ffmpeg exit {rc}; {len(packets)} frames, {keys} keyframes", problems[:6])
+
+        problems = no_cmaf_problems(srv, name)
+        check(f"q.no-cmaf {label}: index.m3u8, manifest.mpd and v0/index.m3u8 answer 404 within 1 s",
+              not problems, "; ".join(problems) or "all 404", srv.log_tail(3))
+
+    setups = cam.setups("/mjpeg")
+    check("q.transport the camera got SETUPs over TCP (interleaved) and UDP (client_port)",
+          any("interleaved=" in t for t in setups) and any("client_port=" in t for t in setups), f"{setups}")
+
+    # One warning line per stream: the track left out of HLS/DASH, said once.
+    lines = [l for l in Path(srv.log_path).read_text(errors="replace").splitlines() if MJPEG_WARNING in l]
+    ids = sorted(re.findall(r"stream (\S+): track 1: " + re.escape(MJPEG_WARNING), "\n".join(lines)))
+    check(f"q.warning one '{MJPEG_WARNING}' line per stream ({len(MJPEG_STREAMS)} streams)",
+          len(lines) == len(MJPEG_STREAMS) and len(set(ids)) == len(MJPEG_STREAMS), f"{len(lines)} lines",
+          lines[:6])
+
+    rc = srv.stop()
+    check("q.exit muxcast exits 0 on SIGTERM", rc == 0, f"exit {rc}", srv.log_tail(5))
+    rc = cam.stop(signal.SIGTERM, timeout=8)
+    check("q.camera-exit rtsp_camera.py exits 0 on SIGTERM", rc == 0, f"exit {rc}", cam.log_lines()[-5:])
 
 
 # ---------------------------------------------------------------------------------------

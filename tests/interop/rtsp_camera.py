@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """A test "IP camera": GStreamer's RTSP server (gst-rtsp-server, through PyGObject) serving
-live test streams on 127.0.0.1, for the interop suite (tests/interop/checks.py, checks j, k, o).
+live test streams on 127.0.0.1, for the interop suite (tests/interop/checks.py, checks j, k, o, q).
 
     rtsp_camera.py [--port N] [--user U --password P] [--size WxH] [--fps N] [--gop N]
                    [--bitrate KBIT]
 
 Mount points (each a shared media: one pipeline for every client of the mount, built on
-the first DESCRIBE, torn down when its last client goes):
+the first DESCRIBE, torn down when its last client goes; /mjpeg excepted, see below):
 
     /h264-aac    H.264 (x264enc, WxH)            + AAC-LC 48 kHz stereo (rtpmp4gpay, mpeg4-generic)
     /h265-aac    H.265 (x265enc, 384x216)        + AAC-LC 48 kHz stereo
     /h264-pcmu   H.264 (x264enc, 352x288)        + G.711 µ-law 8 kHz mono (rtppcmupay)
+    /mjpeg       Motion JPEG (jpegenc, 400x224, 4:2:0), video only (rtpjpegpay: RTP/JPEG, RFC 2435);
+                 not shared: a pipeline per client. Check q starts TCP and UDP clients of it at
+                 once, and once in a few runs gst-rtsp-server 1.22's shared media lost that race
+                 for good: 503 to the second client's PLAY, then to every later DESCRIBE.
 
 Video is videotestsrc at --fps (25) with a keyframe every --gop (25) frames; audio is
 audiotestsrc; both is-live=true, so the camera produces media at real time whether or not
@@ -87,6 +91,9 @@ def video(codec, width, height, fps, gop, kbit, pattern):
     if codec == "h265":
         return (src + f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate={kbit} "
                 f"! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1")
+    if codec == "mjpeg":
+        # Every frame a baseline JPEG; RTP/JPEG's static payload type 26.
+        return src + "jpegenc quality=75 ! rtpjpegpay name=pay0 pt=26"
     raise ValueError(codec)
 
 
@@ -118,12 +125,15 @@ def main():
     Gst.init(None)
     aac = aac_encoder()
     need("videotestsrc", "audiotestsrc", "timeoverlay", "x264enc", "x265enc", "h264parse", "h265parse",
-         "aacparse", "mulawenc", "rtph264pay", "rtph265pay", "rtpmp4gpay", "rtppcmupay")
+         "aacparse", "mulawenc", "jpegenc", "rtph264pay", "rtph265pay", "rtpmp4gpay", "rtppcmupay",
+         "rtpjpegpay")
 
+    UNSHARED = {"/mjpeg"}
     mounts_spec = {
         "/h264-aac": (video("h264", width, height, a.fps, a.gop, a.bitrate, "smpte"), audio("aac", aac)),
         "/h265-aac": (video("h265", 384, 216, a.fps, a.gop, a.bitrate, "ball"), audio("aac", aac)),
         "/h264-pcmu": (video("h264", 352, 288, a.fps, a.gop, a.bitrate, "snow"), audio("pcmu", aac)),
+        "/mjpeg": (video("mjpeg", 400, 224, a.fps, a.gop, a.bitrate, "ball"), ""),
     }
 
     server = GstRtspServer.RTSPServer()
@@ -143,7 +153,7 @@ def main():
     for path, (v, au) in mounts_spec.items():
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(f"( {v} {au} )")
-        f.set_shared(True)
+        f.set_shared(path not in UNSHARED)
         f.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
         if a.user:
             f.add_role_from_structure(Gst.Structure.new_from_string(

@@ -8,7 +8,7 @@
 #
 # Needs: cargo, python3 (stdlib only), ffmpeg/ffprobe, curl, coreutils `timeout`; for checks
 # h, i, j, n and p also node + npm (`npm ci` in tests/interop/browser), Debian's chromium at
-# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav; for checks j, k and o
+# /usr/bin/chromium, gst-launch-1.0 with plugins base/good/bad and libav; for checks j, k, o and q
 # (RTSP cameras: tests/interop/rtsp_camera.py) Debian's python3-gi,
 # gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp and gstreamer1.0-plugins-ugly (x264enc),
 # found through /usr/bin/python3 when `python3` is another one (.ci/run installs all of

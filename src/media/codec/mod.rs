@@ -225,6 +225,10 @@ fn not_carried(codec: Codec) -> NotCarried {
         Codec::Pcm => {
             "no browser's Media Source plays PCM from MP4; re-encode it (FLAC) to carry it"
         }
+        Codec::Mjpeg => {
+            "no browser's Media Source plays Motion JPEG (there is no MSE codec string for \
+             it); re-encode it (H.264) to carry it"
+        }
         _ => "no CMAF mapping",
     };
     NotCarried { codec, reason }
