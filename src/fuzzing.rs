@@ -138,6 +138,8 @@ pub fn codec_config(data: &[u8]) {
     };
     let half = rest.len() / 2;
     let third = rest.len() / 3;
+    // The RTSP reader's scan of an H.265 access unit for an IRAP picture (camera bytes).
+    let _ = crate::ingest::rtsp::h265_irap(rest);
     match pick % 15 {
         0 => {
             if let Ok(c) = h264::AvcDecoderConfig::parse(rest) {
