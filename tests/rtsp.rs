@@ -762,3 +762,53 @@ fn mjpeg_camera_reaches_live_mkv_and_hls_dash_answer_404_at_once() {
         );
     }
 }
+
+#[test]
+fn a_stream_removed_by_a_reload_hangs_its_camera_up() {
+    let camera = RtspServer::start(&testdata("h264_aac.mkv"), Options::default());
+    let server = start(
+        Setup::default(),
+        vec![
+            ("cam", rtsp_input(&camera.url())),
+            ("file", file_input("h264_aac.mkv", true)),
+        ],
+    );
+    wait_for_stream(server.addr, "cam", Duration::from_secs(10), |s| {
+        s["state"] == "live"
+    });
+    assert_eq!(camera.stats.closed.load(Ordering::SeqCst), 0);
+    // What a SIGHUP whose file no longer has "cam" sends to the loop.
+    let (tx, rx) = std::sync::mpsc::channel();
+    assert!(server.control.run(Box::new(move |s| {
+        tx.send(s.remove_stream("cam")).unwrap();
+    })));
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "cam was there"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the camera connection to close",
+        || camera.stats.closed.load(Ordering::SeqCst) >= 1,
+    );
+    let requests = camera.stats.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|r| r.starts_with("TEARDOWN")),
+        "{requests:?}"
+    );
+    let listed: Vec<String> = status_json(server.addr)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["file"]);
+    let (status, _, _) = request(
+        server.addr,
+        b"GET /cam/index.m3u8 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+    // No new session: the reader stopped, it does not reconnect.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(camera.stats.plays.load(Ordering::SeqCst), 1);
+}

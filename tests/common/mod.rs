@@ -16,7 +16,7 @@ use muxcast::app::spawn_stream;
 use muxcast::ingest::mkv::{DemuxEvent, DemuxLimits, MkvDemuxer};
 use muxcast::ingest::source::{Input, ReaderOptions};
 use muxcast::media::{Frame, Track};
-use muxcast::server::{HlsOptions, Server, ServerOptions, ShutdownHandle};
+use muxcast::server::{ControlHandle, HlsOptions, Server, ServerOptions, ShutdownHandle};
 use muxcast::stream::PublishOptions;
 use muxcast::stream::cmaf::SegmenterOptions;
 use muxcast::stream::live::WindowOptions;
@@ -24,6 +24,8 @@ use muxcast::stream::live::WindowOptions;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: ShutdownHandle,
+    /// Work for the running loop (what a configuration reload sends).
+    pub control: ControlHandle,
     pub thread: Option<JoinHandle<std::io::Result<bool>>>,
 }
 
@@ -132,16 +134,21 @@ pub fn start_with(
                 },
             )?;
         }
-        tx.send((server.local_addr(), server.shutdown_handle()))
-            .unwrap();
+        tx.send((
+            server.local_addr(),
+            server.shutdown_handle(),
+            server.control_handle(),
+        ))
+        .unwrap();
         server.run()
     });
-    let (addr, shutdown) = rx
+    let (addr, shutdown, control) = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("server started");
     TestServer {
         addr,
         shutdown,
+        control,
         thread: Some(thread),
     }
 }
