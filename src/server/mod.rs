@@ -859,15 +859,13 @@ impl Server {
             Route::Page => {
                 let names: Vec<&str> = self.active_streams().map(|s| s.name.as_str()).collect();
                 let body = page::render(names.into_iter());
-                let r = response::finite(
-                    200,
+                self.respond_ok(
+                    token,
                     "text/html; charset=utf-8",
                     body.as_bytes(),
                     keep_alive,
                     head_only,
-                    "",
                 );
-                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::HlsJs => {
@@ -897,28 +895,24 @@ impl Server {
             }
             Route::Metrics => {
                 let body = metrics::render(self, Instant::now());
-                let r = response::finite(
-                    200,
+                self.respond_ok(
+                    token,
                     metrics::CONTENT_TYPE,
                     body.as_bytes(),
                     keep_alive,
                     head_only,
-                    "",
                 );
-                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::Status => {
                 let body = status::render(self.active_streams(), self.started, self.conns.len());
-                let r = response::finite(
-                    200,
+                self.respond_ok(
+                    token,
                     "application/json",
                     body.as_bytes(),
                     keep_alive,
                     head_only,
-                    "",
                 );
-                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::LiveMkv { stream, webm } => self.start_live(token, &stream, webm, head_only),
@@ -1042,15 +1036,13 @@ impl Server {
             }
             Route::Time => {
                 let now = crate::stream::hls::rfc3339_ms(unix_ms());
-                let r = response::finite(
-                    200,
+                self.respond_ok(
+                    token,
                     "text/plain; charset=utf-8",
                     now.as_bytes(),
                     keep_alive,
                     head_only,
-                    "",
                 );
-                self.respond(token, r, keep_alive);
                 Flow::Open
             }
             Route::NotFound => Flow::Close,
@@ -1131,6 +1123,19 @@ impl Server {
             conn.phase = phase;
         }
         true
+    }
+
+    /// A 200 with a small body made for this request (page, status, metrics, time).
+    fn respond_ok(
+        &mut self,
+        token: Token,
+        content_type: &str,
+        body: &[u8],
+        keep_alive: bool,
+        head_only: bool,
+    ) {
+        let r = response::finite(200, content_type, body, keep_alive, head_only, "");
+        self.respond(token, r, keep_alive);
     }
 
     /// A 302 to `location` (the seed's short paths).

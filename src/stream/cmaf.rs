@@ -1030,10 +1030,8 @@ mod g711_tests {
     use super::*;
     use crate::media::AudioInfo;
 
-    /// MJPEG is left out of HLS/DASH with one warning line; what else the stream has goes
-    /// on (G.711 as FLAC here); alone it makes no pipeline.
-    #[test]
-    fn mjpeg_is_left_out_with_one_warning() {
+    /// 2 s segments, 200 ms parts, numbering and media time from 0.
+    fn pipeline_settings() -> (SegmenterOptions, RunBases) {
         let options = SegmenterOptions {
             segment_ns: 2_000_000_000,
             part_ns: 200_000_000,
@@ -1042,6 +1040,14 @@ mod g711_tests {
             first_msn: 0,
             media_epoch_ns: 0,
         };
+        (options, bases)
+    }
+
+    /// MJPEG is left out of HLS/DASH with one warning line; what else the stream has goes
+    /// on (G.711 as FLAC here); alone it makes no pipeline.
+    #[test]
+    fn mjpeg_is_left_out_with_one_warning() {
+        let (options, bases) = pipeline_settings();
         let mjpeg = Track {
             codec: Codec::Mjpeg,
             codec_id: "V_MJPEG".into(),
@@ -1108,18 +1114,11 @@ mod g711_tests {
         }
     }
 
-    /// G.711 frames become FLAC samples of the same lengths; an empty frame none, a frame
-    /// past 65535 samples several.
+    /// G.711 frames become FLAC samples of 20 ms at most; an empty frame none, a long
+    /// frame several.
     #[test]
     fn g711_frames_become_flac_samples() {
-        let options = SegmenterOptions {
-            segment_ns: 2_000_000_000,
-            part_ns: 200_000_000,
-        };
-        let bases = RunBases {
-            first_msn: 0,
-            media_epoch_ns: 0,
-        };
+        let (options, bases) = pipeline_settings();
         let tracks = [g711_track(Codec::Mulaw, 7)];
         let (pipeline, warnings) = CmafPipeline::new(&tracks, 0, &[], options, bases, None, (0, 0));
         assert!(warnings.is_empty(), "{warnings:?}");
