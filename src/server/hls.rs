@@ -310,7 +310,7 @@ fn render(
     blocking: bool,
     options: &HlsOptions,
 ) -> Answer {
-    let body = r.cached_playlist(skip, || {
+    let playlist = r.cached_playlist(skip, || {
         let reports: Vec<RenditionReport> = renditions
             .iter()
             .filter(|o| o.info.id != r.info.id)
@@ -341,8 +341,8 @@ fn render(
         status: 200,
         content_type: PLAYLIST_TYPE,
         cache_control: cache,
-        body: vec![body],
-        file: None,
+        body: vec![playlist.bytes],
+        file: playlist.file,
     }
 }
 
