@@ -1582,6 +1582,9 @@ impl Server {
             && let Some(pos) = slot.subscribers.iter().position(|t| *t == token)
         {
             slot.subscribers.swap_remove(pos);
+            // Wanted until this moment: --idle-close counts from the viewer leaving, not
+            // from the last sweep's touch (up to 250 ms earlier).
+            slot.demand.touch();
         }
         let waiting_on = match &conn.phase {
             Phase::Waiting(w) => Some(w.stream),
@@ -1593,6 +1596,7 @@ impl Server {
             && let Some(pos) = slot.waiters.iter().position(|t| *t == token)
         {
             slot.waiters.swap_remove(pos);
+            slot.demand.touch();
         }
     }
 
