@@ -200,6 +200,32 @@ fn an_incomplete_request_is_closed_after_the_header_timeout() {
 }
 
 #[test]
+fn a_client_that_hangs_up_mid_head_is_closed_at_once() {
+    // Half a head and the FIN together: one edge-triggered readiness event carries both,
+    // and the server must not take a short read for "nothing more" and wait for the
+    // header timeout (the stress churn left 1665 of 10 000 such connections open).
+    let setup = Setup {
+        header_timeout: Duration::from_secs(60),
+        ..Setup::default()
+    };
+    let s = start(setup, vec![("live", file_input("opus_only.webm", true))]);
+    let head = b"GET /live/live.mkv HTTP/1.1\r\nHost: t\r\nUser-Agent: half";
+    for i in 0..20 {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.write_all(head).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let got = c.read_to_end(&mut rest);
+        assert!(
+            matches!(got, Ok(0)),
+            "connection {i}: {got:?} (the server kept it open)"
+        );
+    }
+    assert_eq!(status_json(s.addr)["server"]["connections"], 1);
+}
+
+#[test]
 fn status_json_describes_streams_and_viewers() {
     let s = server();
     let doc = wait_for_stream(s.addr, "live", Duration::from_secs(10), |s| {

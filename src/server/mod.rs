@@ -266,6 +266,10 @@ struct Conn {
     /// and new input brings a new (edge-triggered) readable event, which clears this. Saves
     /// the `recv` that would only say EAGAIN after every answer (as tokio does on Linux).
     drained: bool,
+    /// The peer has sent its FIN (EPOLLRDHUP). A short read is then not "empty": the end
+    /// of the stream is still to be read, and no further readiness edge will say so when
+    /// the bytes and the FIN came in one event.
+    peer_closed: bool,
 }
 
 /// The rest of a memory-file body: bytes `offset..end` of `file`.
@@ -511,7 +515,12 @@ impl Server {
                             }
                         }
                     }
-                    token => self.conn_event(token, event.is_readable(), event.is_writable()),
+                    token => self.conn_event(
+                        token,
+                        event.is_readable(),
+                        event.is_writable(),
+                        event.is_read_closed(),
+                    ),
                 }
             }
             self.drain_updates();
@@ -666,13 +675,17 @@ impl Server {
                 deferred: false,
                 file_out: None,
                 drained: false,
+                peer_closed: false,
             });
         }
     }
 
-    fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
-        if readable && let Some(c) = self.conns.get_mut(token.0) {
+    fn conn_event(&mut self, token: Token, readable: bool, writable: bool, read_closed: bool) {
+        if (readable || read_closed)
+            && let Some(c) = self.conns.get_mut(token.0)
+        {
             c.drained = false;
+            c.peer_closed |= read_closed;
         }
         if writable {
             if let Some(c) = self.conns.get_mut(token.0) {
@@ -683,7 +696,9 @@ impl Server {
                 return;
             }
         }
-        if readable && let Flow::Close = self.read(token) {
+        if (readable || read_closed)
+            && let Flow::Close = self.read(token)
+        {
             self.close(token);
         }
     }
@@ -708,7 +723,7 @@ impl Server {
             match conn.socket.read(buf) {
                 Ok(0) => return Flow::Close,
                 Ok(n) => {
-                    conn.drained = n < READ_CHUNK;
+                    conn.drained = n < READ_CHUNK && !conn.peer_closed;
                     if reading_request || !matches!(conn.phase, Phase::Live(_)) {
                         conn.inbuf.extend_from_slice(&buf[..n]);
                     }
@@ -747,7 +762,7 @@ impl Server {
             return match conn.socket.read(buf) {
                 Ok(0) => None,
                 Ok(n) => {
-                    conn.drained = n < READ_CHUNK;
+                    conn.drained = n < READ_CHUNK && !conn.peer_closed;
                     conn.inbuf.extend_from_slice(&buf[..n]);
                     Some(true)
                 }
