@@ -372,6 +372,12 @@ impl Publisher {
     pub fn frame(&mut self, frame: Frame) -> Option<i64> {
         let writer = self.writer.as_mut()?;
         let pts = self.timeline.map(frame.track, frame.pts, frame.duration);
+        if let Some(ms) = self.timeline.take_jump_report() {
+            log::warn!(
+                "stream {}: input clock jumped by {ms} ms; re-basing the timeline (logged once)",
+                self.stream
+            );
+        }
         if self.wall_anchor.is_none() || self.reanchor {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

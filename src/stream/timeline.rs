@@ -1,7 +1,5 @@
 //! One continuous output timeline across loops, reconnects and re-based inputs.
 
-use log::warn;
-
 /// Where the first frame lands. Frames that present before it (audio that starts before
 /// the first keyframe, B-frame reordering) still get a timestamp ≥ 0, never a clamped one.
 pub const ORIGIN_NS: i64 = 1_000_000_000;
@@ -33,9 +31,17 @@ pub struct Timeline {
     /// Where the current segment's first frame landed.
     segment_first_out: i64,
     warned_jump: bool,
+    /// The first clock jump (ms), until the publisher takes it to log with the stream's
+    /// name (this type does not know it).
+    jump_report: Option<i64>,
 }
 
 impl Timeline {
+    /// The first clock jump (ms) since the stream began, once.
+    pub fn take_jump_report(&mut self) -> Option<i64> {
+        self.jump_report.take()
+    }
+
     pub fn set_track_count(&mut self, n: usize) {
         self.clocks.resize(n, TrackClock::default());
     }
@@ -82,10 +88,7 @@ impl Timeline {
             || out > self.end.saturating_add(MAX_FORWARD_NS)
         {
             if !self.warned_jump {
-                warn!(
-                    "input clock jumped by {} ms; re-basing the timeline (logged once)",
-                    (out - self.end) / 1_000_000
-                );
+                self.jump_report = Some((out - self.end) / 1_000_000);
                 self.warned_jump = true;
             }
             self.start_segment(self.end, pts);
@@ -198,8 +201,15 @@ mod tests {
         let mut t = Timeline::default();
         t.set_track_count(1);
         t.map(0, 1_000_000_000_000, Some(40 * MS as u64));
+        assert_eq!(t.take_jump_report(), None);
         let out = t.map(0, 0, Some(40 * MS as u64));
         assert_eq!(out, ORIGIN_NS + 40 * MS);
+        // 1000 s back from the end of the first (40 ms) frame: reported once, for the
+        // publisher to log with the stream's name.
+        assert_eq!(t.take_jump_report(), Some(-1_000_040));
+        assert_eq!(t.take_jump_report(), None);
         assert_eq!(t.map(0, 40 * MS, Some(40 * MS as u64)), ORIGIN_NS + 80 * MS);
+        t.map(0, 900_000 * MS, Some(40 * MS as u64));
+        assert_eq!(t.take_jump_report(), None, "logged once per stream");
     }
 }
