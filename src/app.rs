@@ -176,4 +176,38 @@ mod tests {
         assert!(plan.needs_restart.is_empty());
         assert_eq!(ReloadPlan::new(&old, &old).unchanged, ["a", "b", "c"]);
     }
+    #[test]
+    fn a_reload_notices_a_change_of_every_server_key() {
+        // A key added to the [[server]] table must be compared here, or a reload that
+        // changes it would say nothing and silently keep the old value.
+        let sample = |key: &str| -> &str {
+            match key {
+                "max_clients" => "7",
+                "max_clients_per_ip" => "3",
+                "client_timeout" => "7.5",
+                "header_timeout" => "3.5",
+                "keep_running" => "true",
+                "burst" => "1.5",
+                "client_queue" => "12345",
+                "window" => "4",
+                "ll_hls" => "false",
+                "allow" => "[\"10.0.0.0/8\"]",
+                other => panic!(
+                    "server key {other:?}: give it a sample here and compare it in ReloadPlan::new"
+                ),
+            }
+        };
+        let stream = "[[server.stream]]\nname = \"a\"\ninput = \"a.mkv\"\n";
+        let old = server(&format!("[[server]]\n{stream}"));
+        for key in config::SERVER_KEYS {
+            // `listen` tells servers apart; `stream` is the streams' own comparison.
+            if matches!(*key, "listen" | "stream") {
+                continue;
+            }
+            let new = server(&format!("[[server]]\n{key} = {}\n{stream}", sample(key)));
+            let plan = ReloadPlan::new(&old, &new);
+            assert_eq!(plan.needs_restart, [*key], "{key}");
+            assert_eq!(plan.unchanged, ["a"], "{key}");
+        }
+    }
 }
