@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,26 +14,21 @@ use muxcast::ingest::source::Input;
 /// Pushes `bytes` to /NAME/ingest with chunked transfer in uneven pieces; returns the
 /// status the server answered with once the body ended.
 fn push(addr: std::net::SocketAddr, name: &str, bytes: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "PUT /{name}/ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .unwrap();
+    let mut pusher = BodyOut::push_chunked(addr, name);
+    pusher
+        .s
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut rest = bytes;
     let mut size = 1000;
     while !rest.is_empty() {
         let n = size.min(rest.len());
-        write!(s, "{n:x}\r\n").unwrap();
-        s.write_all(&rest[..n]).unwrap();
-        s.write_all(b"\r\n").unwrap();
+        pusher.send(&rest[..n]).unwrap();
         rest = &rest[n..];
         size = size * 7 % 65_521 + 1;
     }
-    s.write_all(b"0\r\n\r\n").unwrap();
-    read_head(&mut s).0
+    pusher.finish().unwrap();
+    read_head(&mut pusher.s).0
 }
 
 /// `bytes` followed by a stream with other tracks: the new header ends every viewer of
@@ -379,16 +374,9 @@ fn garbage_mid_push_is_skipped_and_viewers_resume_at_the_next_keyframe() {
 #[test]
 fn a_second_pusher_gets_409_while_one_is_live() {
     let server = start(Setup::default(), vec![("cam", Input::Push)]);
-    let mut first = TcpStream::connect(server.addr).unwrap();
-    write!(
-        first,
-        "PUT /cam/ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .unwrap();
+    let mut first = BodyOut::push_chunked(server.addr, "cam");
     let source = std::fs::read(testdata("h264_aac.mkv")).unwrap();
-    write!(first, "{:x}\r\n", 4096).unwrap();
-    first.write_all(&source[..4096]).unwrap();
-    first.write_all(b"\r\n").unwrap();
+    first.send(&source[..4096]).unwrap();
     wait_for_stream(server.addr, "cam", Duration::from_secs(5), |s| {
         s["state"] != "waiting-for-pusher"
     });

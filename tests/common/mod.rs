@@ -472,6 +472,15 @@ impl BodyOut {
             self.s.write_all(bytes)
         }
     }
+
+    /// Ends the body: the last (empty) chunk when chunked; nothing to send otherwise.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        if self.chunked {
+            self.s.write_all(b"0\r\n\r\n")
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The built muxcast binary.
