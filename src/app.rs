@@ -73,6 +73,10 @@ pub struct ReloadPlan {
     pub changed: Vec<StreamConfig>,
     /// In both, the same: not touched (their viewers are not disturbed).
     pub unchanged: Vec<String>,
+    /// Changed, but reading standard input before and after: stdin cannot be opened
+    /// again (a restarted reader would find it consumed and end at once), so these keep
+    /// running as they are until muxcast restarts.
+    pub stdin_kept: Vec<String>,
     /// Server keys whose new values need a restart (the event loop is built with them).
     pub needs_restart: Vec<&'static str>,
 }
@@ -97,6 +101,9 @@ impl ReloadPlan {
             match new.streams.iter().find(|n| n.name == o.name) {
                 None => plan.removed.push(o.name.clone()),
                 Some(n) if same(o, n) => plan.unchanged.push(o.name.clone()),
+                Some(n) if matches!((&o.input, &n.input), (Input::Stdin, Input::Stdin)) => {
+                    plan.stdin_kept.push(o.name.clone())
+                }
                 Some(n) => plan.changed.push(n.clone()),
             }
         }
@@ -209,5 +216,20 @@ mod tests {
             assert_eq!(plan.needs_restart, [*key], "{key}");
             assert_eq!(plan.unchanged, ["a"], "{key}");
         }
+    }
+    #[test]
+    fn a_changed_stdin_stream_is_kept_running() {
+        let old = server("[[server]]\n[[server.stream]]\nname = \"s\"\ninput = \"-\"\n");
+        let new = server(
+            "[[server]]\n[[server.stream]]\nname = \"s\"\ninput = \"-\"\nsegment_duration = 4\n",
+        );
+        let plan = ReloadPlan::new(&old, &new);
+        assert_eq!(plan.stdin_kept, ["s"]);
+        assert!(plan.changed.is_empty() && plan.removed.is_empty());
+        // From stdin to a file: the file can be opened, so the stream restarts.
+        let file = server("[[server]]\n[[server.stream]]\nname = \"s\"\ninput = \"a.mkv\"\n");
+        let plan = ReloadPlan::new(&old, &file);
+        assert!(plan.stdin_kept.is_empty());
+        assert_eq!(plan.changed.len(), 1);
     }
 }

@@ -415,10 +415,26 @@ impl Running {
                 );
             }
             let listen = old.listen;
+            for name in &plan.stdin_kept {
+                warn!(
+                    "reload: stream {name} reads standard input, which cannot be opened again: \
+                     it keeps running as it was; its changes take effect at the next restart"
+                );
+            }
+            // What runs after this reload: the file's streams, except those kept as they
+            // were (compared with the file again at the next reload).
+            let running: Vec<StreamConfig> = next
+                .streams
+                .iter()
+                .map(|n| match old.streams.iter().find(|o| o.name == n.name) {
+                    Some(o) if plan.stdin_kept.contains(&n.name) => o.clone(),
+                    _ => n.clone(),
+                })
+                .collect();
             added += plan.added.len();
             removed += plan.removed.len();
             restarted += plan.changed.len();
-            unchanged += plan.unchanged.len();
+            unchanged += plan.unchanged.len() + plan.stdin_kept.len();
             let work = move |server: &mut Server| {
                 for name in plan
                     .removed
@@ -441,7 +457,7 @@ impl Running {
                 }
             };
             if control.run(Box::new(work)) {
-                old.streams = next.streams.clone();
+                old.streams = running;
             }
         }
         for s in &new.servers {
